@@ -1,0 +1,99 @@
+//! Deadlines as `u64` keys: nanoseconds from the group's creation, order-preserving, saturating.
+//!
+//! The heap stores these instead of `Instant` (16 bytes) to keep an entry at 16 bytes. A key is
+//! an `i64` offset from `base` with the sign bit flipped, so deadlines before the group existed
+//! still sort before later ones, and `u64` comparison is time order. Offsets saturate at about
+//! ±292 years: a deadline further out than that waits for 292 years, which is the same thing.
+
+use std::time::Duration;
+use tokio::time::Instant;
+
+const SIGN: u64 = 1 << 63;
+
+/// Converts between `Instant`s and queue keys for one group.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Clock {
+    base: Instant,
+}
+
+impl Clock {
+    pub(crate) fn new(base: Instant) -> Self {
+        Self { base }
+    }
+
+    /// The key of `at`.
+    pub(crate) fn key(&self, at: Instant) -> u64 {
+        let offset = match at.checked_duration_since(self.base) {
+            Some(after) => saturating_nanos(after),
+            None => -saturating_nanos(self.base.duration_since(at)),
+        };
+        encode(offset)
+    }
+
+    /// The key of tokio's now.
+    pub(crate) fn now(&self) -> u64 {
+        self.key(Instant::now())
+    }
+
+    /// The key of `delay` after now; never overflows.
+    pub(crate) fn after(&self, delay: Duration) -> u64 {
+        encode(decode(self.now()).saturating_add(saturating_nanos(delay)))
+    }
+
+    /// The instant of `key`, for the monitor's timer. A key beyond what `Instant` can hold maps
+    /// to a far but representable instant; the monitor re-checks the key when it wakes.
+    pub(crate) fn instant(&self, key: u64) -> Instant {
+        let offset = decode(key);
+        let magnitude = Duration::from_nanos(offset.unsigned_abs());
+        let at = if offset >= 0 {
+            self.base.checked_add(magnitude)
+        } else {
+            self.base.checked_sub(magnitude)
+        };
+        at.unwrap_or_else(|| self.base + Duration::from_secs(86_400 * 365 * 30))
+    }
+}
+
+fn saturating_nanos(d: Duration) -> i64 {
+    i64::try_from(d.as_nanos()).unwrap_or(i64::MAX)
+}
+
+fn encode(offset: i64) -> u64 {
+    (offset as u64) ^ SIGN
+}
+
+fn decode(key: u64) -> i64 {
+    (key ^ SIGN) as i64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_preserve_time_order_around_the_base() {
+        let base = Instant::now();
+        let clock = Clock::new(base);
+        let before = base.checked_sub(Duration::from_secs(5)).unwrap();
+        let keys = [
+            clock.key(before),
+            clock.key(base),
+            clock.key(base + Duration::from_nanos(1)),
+            clock.key(base + Duration::from_secs(3600)),
+        ];
+        assert!(keys.windows(2).all(|w| w[0] < w[1]), "{keys:?}");
+        assert_eq!(clock.instant(keys[0]), before);
+        assert_eq!(clock.instant(keys[3]), base + Duration::from_secs(3600));
+    }
+
+    #[test]
+    fn huge_delays_saturate_instead_of_panicking() {
+        let clock = Clock::new(Instant::now());
+        let max = clock.after(Duration::MAX);
+        assert_eq!(max, u64::MAX);
+        assert!(clock.after(Duration::from_secs(86_400 * 365 * 100)) < max);
+        // A representable instant comes back for the timer.
+        let _ = clock.instant(max);
+        let _ = clock.instant(0);
+    }
+}

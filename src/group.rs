@@ -1,0 +1,444 @@
+//! [`Group`] and its [`Builder`].
+
+use std::fmt;
+use std::future::Future;
+use std::pin::pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::runtime::Handle;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::clock::Clock;
+use crate::error::WaitError;
+use crate::handle::TaskHandle;
+use crate::shared::Shared;
+use crate::stats::Stats;
+use crate::task;
+
+/// A group of futures that run at or after their deadlines, at most
+/// [`max_concurrent`](Builder::max_concurrent) at a time.
+///
+/// A group keeps its pending tasks in one deadline-ordered queue and runs one monitor task that
+/// sleeps on a single timer until the earliest deadline. A pending task is a boxed future and
+/// 32 bytes of bookkeeping; it is not a tokio task and has no timer of its own. When tasks fall
+/// due, the monitor starts them in deadline order (ties in the order they were scheduled), as
+/// many as the cap allows; the rest stay queued until a slot frees.
+///
+/// # Semantics
+///
+/// - **Never early.** A task starts at or after its deadline on tokio's clock (the timer has
+///   millisecond resolution). A deadline in the past, or a zero delay, starts as soon as
+///   possible.
+/// - **Order.** Due tasks start in deadline order; equal deadlines start in the order they were
+///   scheduled. With a cap of 1 the run order is exactly that order.
+/// - **Any input.** `Duration::MAX` or an `Instant` decades away never panics: the task waits
+///   (until cancelled).
+/// - **Cancellation.** After [`cancel`](Group::cancel) (or the parent token's cancellation) no
+///   pending task starts: their futures are dropped promptly, running tasks are dropped at their
+///   next `.await`, and a task scheduled afterwards is dropped at once and counted as cancelled.
+///   The caller's parent token is never cancelled by the group.
+/// - **Panics.** A panicking task is caught and counted; its slot is freed and the rest of the
+///   group carries on. [`wait`](Group::wait) reports it.
+/// - **Dropping the group** (every clone) cancels nothing: scheduled tasks still run, and the
+///   monitor exits once none is pending. To stop the work, call [`cancel`](Group::cancel).
+/// - **Runtime shutdown.** If the runtime the group spawns on shuts down, the group cancels
+///   itself: nothing pending could run, and `wait()` must not hang.
+/// - **Threads.** [`delay`](Group::delay), [`schedule`](Group::schedule), [`cancel`](Group::cancel)
+///   and the [`TaskHandle`] methods work from any thread, with or without a runtime context.
+///
+/// # Examples
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+/// # async fn main() {
+/// use schedgroup::Group;
+/// use std::sync::{Arc, Mutex};
+/// use std::time::Duration;
+///
+/// let group = Group::new();
+/// let order = Arc::new(Mutex::new(Vec::new()));
+/// for n in [3, 1, 2] {
+///     let order = order.clone();
+///     group.delay(Duration::from_millis(100 * n), async move {
+///         order.lock().unwrap().push(n);
+///     });
+/// }
+/// group.wait().await.unwrap();
+/// assert_eq!(*order.lock().unwrap(), [1, 2, 3]);
+/// # }
+/// ```
+///
+/// Clones share the group: they schedule into the same queue and wait on the same tasks.
+#[derive(Clone)]
+pub struct Group {
+    shared: Arc<Shared>,
+}
+
+impl Group {
+    /// Creates a group with no cap on concurrency, on the current tokio runtime.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// let group = schedgroup::Group::new();
+    /// assert_eq!(group.max_concurrent(), usize::MAX);
+    /// # }
+    /// ```
+    ///
+    /// # Panics
+    ///
+    /// Panics if called outside a tokio runtime. Use [`Builder::runtime`] to create a group
+    /// elsewhere.
+    #[track_caller]
+    #[must_use]
+    pub fn new() -> Self {
+        Builder::new().build()
+    }
+
+    /// Returns a [`Builder`] to set a cap, a parent token, a name or a runtime.
+    #[must_use]
+    pub fn builder() -> Builder {
+        Builder::new()
+    }
+
+    /// Runs `future` once `delay` has passed (measured from tokio's now, on the calling thread).
+    ///
+    /// A zero delay runs as soon as possible; `Duration::MAX` waits until the group is cancelled.
+    /// See [`schedule`](Group::schedule) for the rest.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// use schedgroup::Group;
+    /// use std::time::Duration;
+    /// use tokio::time::Instant;
+    ///
+    /// let group = Group::new();
+    /// let start = Instant::now();
+    /// group.delay(Duration::from_millis(500), async move {
+    ///     assert!(start.elapsed() >= Duration::from_millis(500));
+    /// });
+    /// group.wait().await.unwrap();
+    /// # }
+    /// ```
+    pub fn delay<F>(&self, delay: Duration, future: F) -> TaskHandle
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        let deadline = self.shared.clock.after(delay);
+        self.schedule_key(deadline, future)
+    }
+
+    /// Runs `future` at or after `deadline` (a [`tokio::time::Instant`] or a
+    /// [`std::time::Instant`]).
+    ///
+    /// The returned [`TaskHandle`] can cancel or move the task while it is pending; dropping
+    /// it changes nothing. If the group is cancelled, `future` is dropped before this returns
+    /// and counted as cancelled.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// use schedgroup::Group;
+    /// use std::time::Duration;
+    /// use tokio::time::Instant;
+    ///
+    /// let group = Group::new();
+    /// let deadline = Instant::now() + Duration::from_secs(1);
+    /// group.schedule(deadline, async move {
+    ///     assert!(Instant::now() >= deadline);
+    /// });
+    /// group.wait().await.unwrap();
+    /// assert_eq!(group.stats().completed, 1);
+    /// # }
+    /// ```
+    pub fn schedule<F>(&self, deadline: impl Into<Instant>, future: F) -> TaskHandle
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        let deadline = self.shared.clock.key(deadline.into());
+        self.schedule_key(deadline, future)
+    }
+
+    fn schedule_key<F>(&self, deadline: u64, future: F) -> TaskHandle
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        let key = self.shared.schedule(deadline, task::boxed(future));
+        TaskHandle::new(self.shared.clone(), key)
+    }
+
+    /// Waits until no task is pending or running.
+    ///
+    /// Resolves when the group is idle at that moment: at once if it has no tasks. Tasks may be
+    /// scheduled while someone waits (a running task may schedule its own retry, and this
+    /// `wait()` covers it) and after `wait()` returned (a later `wait()` covers them). Any
+    /// number of `wait()`s, on any clones, may run at once; all resolve.
+    ///
+    /// After cancellation it returns only once every future of the group has finished or been
+    /// dropped.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// use schedgroup::Group;
+    /// use std::time::Duration;
+    ///
+    /// let group = Group::new();
+    /// let retry = group.clone();
+    /// group.delay(Duration::from_secs(1), async move {
+    ///     // The first attempt schedules a retry; wait() covers it.
+    ///     retry.delay(Duration::from_secs(2), async {});
+    /// });
+    /// group.wait().await.unwrap();
+    /// assert_eq!(group.stats().completed, 2);
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`WaitError`] if the group was cancelled ([`WaitError::is_cancelled`]) or if any of its
+    /// tasks ever panicked ([`WaitError::panicked`] says how many).
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: dropping the future loses nothing, and a new `wait()` picks up where it
+    /// left off.
+    pub async fn wait(&self) -> Result<(), WaitError> {
+        loop {
+            // Register before checking: an idle announcement after the check cannot be missed.
+            let mut notified = pin!(self.shared.idle_notify().notified());
+            notified.as_mut().enable();
+            if let Some(result) = self.shared.poll_idle() {
+                return result;
+            }
+            notified.await;
+        }
+    }
+
+    /// Cancels the group: see the type-level docs for what that does. Also cancels
+    /// [`cancellation_token`](Group::cancellation_token), but never the parent token it was
+    /// built with.
+    ///
+    /// Returns `true` if the group was not cancelled before this call. Pending futures are
+    /// dropped before it returns.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// use schedgroup::Group;
+    /// use std::time::Duration;
+    ///
+    /// let group = Group::new();
+    /// group.delay(Duration::from_secs(60), async { unreachable!() });
+    /// assert!(group.cancel());
+    /// assert!(!group.cancel());
+    /// assert_eq!(group.stats().cancelled, 1);
+    /// assert!(group.wait().await.unwrap_err().is_cancelled());
+    /// # }
+    /// ```
+    pub fn cancel(&self) -> bool {
+        self.shared.cancel()
+    }
+
+    /// Whether the group has been cancelled, by [`cancel`](Group::cancel) or through its token.
+    #[must_use]
+    pub fn is_cancelled(&self) -> bool {
+        self.shared.token.is_cancelled()
+    }
+
+    /// The group's own token: a child of the parent given to
+    /// [`Builder::cancellation_token`], if any. Cancelling it cancels the group (pending futures
+    /// are then dropped by the monitor, promptly rather than before `cancel` returns).
+    #[must_use]
+    pub fn cancellation_token(&self) -> CancellationToken {
+        self.shared.token.clone()
+    }
+
+    /// Changes the cap on running tasks. `0` pauses starts; `usize::MAX` removes the cap.
+    ///
+    /// Raising it starts waiting due tasks at once. Lowering it aborts nothing: running tasks
+    /// finish, and no task starts until fewer than `limit` run. Returns `true` if the cap
+    /// changed.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// use schedgroup::Group;
+    /// use std::time::Duration;
+    ///
+    /// let group = Group::builder().max_concurrent(0).build(); // paused
+    /// group.delay(Duration::ZERO, async {});
+    /// tokio::time::sleep(Duration::from_secs(1)).await;
+    /// assert_eq!(group.stats().pending, 1);
+    ///
+    /// assert!(group.set_max_concurrent(4));
+    /// group.wait().await.unwrap();
+    /// assert_eq!(group.stats().completed, 1);
+    /// # }
+    /// ```
+    pub fn set_max_concurrent(&self, limit: usize) -> bool {
+        self.shared.set_limit(limit)
+    }
+
+    /// The cap on running tasks (`usize::MAX` if none).
+    #[must_use]
+    pub fn max_concurrent(&self) -> usize {
+        self.shared.limit()
+    }
+
+    /// A consistent snapshot of the group's counters.
+    #[must_use]
+    pub fn stats(&self) -> Stats {
+        self.shared.stats()
+    }
+
+    /// The name given to [`Builder::name`], if any.
+    #[must_use]
+    pub fn name(&self) -> Option<&str> {
+        self.shared.name.as_deref()
+    }
+}
+
+impl Default for Group {
+    /// Same as [`Group::new`].
+    #[track_caller]
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Debug for Group {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.shared.fmt(f)
+    }
+}
+
+/// Configures a [`Group`].
+///
+/// # Examples
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+/// # async fn main() {
+/// use schedgroup::Group;
+/// use tokio_util::sync::CancellationToken;
+///
+/// let shutdown = CancellationToken::new();
+/// let group = Group::builder()
+///     .max_concurrent(16)
+///     .cancellation_token(shutdown.clone())
+///     .name("ra-responses")
+///     .build();
+/// assert_eq!(group.max_concurrent(), 16);
+///
+/// shutdown.cancel();
+/// assert!(group.is_cancelled());
+/// # }
+/// ```
+#[derive(Debug)]
+#[must_use = "a builder does nothing until build() is called"]
+pub struct Builder {
+    max_concurrent: usize,
+    parent: Option<CancellationToken>,
+    name: Option<Box<str>>,
+    runtime: Option<Handle>,
+}
+
+impl Default for Builder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Builder {
+    /// A builder for a group with no cap, no parent token and no name.
+    pub fn new() -> Self {
+        Self {
+            max_concurrent: usize::MAX,
+            parent: None,
+            name: None,
+            runtime: None,
+        }
+    }
+
+    /// At most `limit` tasks run at once; due tasks beyond it wait in the queue. `0` starts the
+    /// group paused (see [`Group::set_max_concurrent`]). Default: no cap.
+    pub fn max_concurrent(mut self, limit: usize) -> Self {
+        self.max_concurrent = limit;
+        self
+    }
+
+    /// Cancels the group when `parent` is cancelled. The group uses a child token, so
+    /// cancelling the group never cancels `parent`.
+    pub fn cancellation_token(mut self, parent: CancellationToken) -> Self {
+        self.parent = Some(parent);
+        self
+    }
+
+    /// A name shown by the group's `Debug`.
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(name.into().into_boxed_str());
+        self
+    }
+
+    /// Spawns the group's monitor and tasks on `runtime` instead of the current runtime, so the
+    /// group can be built outside one.
+    pub fn runtime(mut self, runtime: Handle) -> Self {
+        self.runtime = Some(runtime);
+        self
+    }
+
+    /// Creates the group.
+    ///
+    /// # Panics
+    ///
+    /// Panics if no [`runtime`](Builder::runtime) was given and this is called outside a tokio
+    /// runtime.
+    #[track_caller]
+    #[must_use]
+    pub fn build(self) -> Group {
+        let runtime = match self.runtime {
+            Some(runtime) => runtime,
+            None => Handle::try_current().unwrap_or_else(|_| {
+                panic!(
+                    "schedgroup::Group must be created inside a tokio runtime, \
+                     or given one with Builder::runtime"
+                )
+            }),
+        };
+        // Read the clock in the runtime's context, so a paused clock is honoured.
+        let base = {
+            let _entered = runtime.enter();
+            Instant::now()
+        };
+        let token = self
+            .parent
+            .as_ref()
+            .map_or_else(CancellationToken::new, CancellationToken::child_token);
+        let shared = Shared::new(
+            token,
+            Clock::new(base),
+            runtime,
+            self.max_concurrent,
+            self.name,
+        );
+        Group {
+            shared: Arc::new(shared),
+        }
+    }
+}

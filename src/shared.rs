@@ -1,0 +1,436 @@
+//! The state a group's clones, task handles, monitor and runners share, and every transition
+//! of it.
+//!
+//! # Invariants
+//!
+//! These hold whenever `Shared::state` is unlocked:
+//!
+//! 1. `scheduled == pending + running + completed + cancelled + panicked`.
+//! 2. Every task in the queue is counted in `pending`; so is every cancelled task whose future is
+//!    still being dropped outside the lock. A task leaves `pending` only after its future is
+//!    gone or it has started.
+//! 3. A running task is owned by exactly one runner, and each runner holds exactly one slot of
+//!    the cap, so `running == cap.running()`.
+//! 4. If the queue is not empty, `monitor != Stopped`: a monitor task exists, or the thread that
+//!    set `Active` is about to spawn one.
+//! 5. `monitor == Parked { until }` means the monitor is waiting (or about to wait) for a
+//!    notification, the token, or, if `until != NO_TIMER`, its timer at `until`. Whoever makes
+//!    it necessary to act sooner (an earlier deadline, a freed slot, a higher cap, an emptied
+//!    queue) sets `Active` and notifies it after unlocking.
+//! 6. `cancelled` implies the queue is empty: it is drained in the same critical section that
+//!    sets the flag, and nothing is inserted after.
+//! 7. `pending == 0 && running == 0` ("idle") is announced on `idle` by whoever makes it true,
+//!    after unlocking.
+//!
+//! # Lock ordering
+//!
+//! `state` is the crate's only lock. While holding it, code may read the cancellation token
+//! (which takes the token's own lock), but never cancels it, spawns, notifies, or polls or drops
+//! a user future: a user `Drop` may call back into the group, and a notification may run a
+//! waker.
+
+use std::fmt;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use tokio::runtime::Handle;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::clock::Clock;
+use crate::error::WaitError;
+use crate::limit::Cap;
+use crate::queue::{DeadlineQueue, Key};
+use crate::stats::{Counters, Stats};
+use crate::task::{BoxTask, Outcome, drop_catching};
+use crate::monitor;
+
+/// `Monitor::Parked::until` when the monitor has no timer set.
+pub(crate) const NO_TIMER: u64 = u64::MAX;
+
+/// How many due tasks the monitor takes out of the queue per lock.
+const START_BATCH: usize = 256;
+
+/// What a group's monitor task is doing, as far as the rest of the group needs to know.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Monitor {
+    /// No monitor task exists. The next insert spawns one.
+    Stopped,
+    /// The monitor is awake, or has been notified, and will re-read the state before it parks.
+    Active,
+    /// The monitor is parked until notified, or until the deadline key `until`.
+    Parked { until: u64 },
+}
+
+/// What the caller must do after unlocking to keep invariants 4 and 5.
+#[must_use]
+pub(crate) enum Wake {
+    Nothing,
+    Notify,
+    Spawn,
+}
+
+/// What the monitor does next, decided under the lock.
+pub(crate) enum Step {
+    /// Spawn runners for the tasks put in the batch, then step again.
+    Start,
+    /// Park until notified or until the deadline key, if any.
+    Park(Option<u64>),
+    /// Nothing is left (or the group is cancelled): the monitor ends.
+    Exit,
+}
+
+/// Everything that must change together. Guarded by `Shared::state`.
+pub(crate) struct State {
+    /// Pending tasks by deadline.
+    queue: DeadlineQueue<BoxTask>,
+    /// The group's own cap and the number of running tasks.
+    cap: Cap,
+    /// All counters but `running`.
+    counters: Counters,
+    /// The monitor's state, for invariants 4 and 5.
+    monitor: Monitor,
+    /// Set once the group's cancellation has drained the queue; see invariant 6.
+    cancelled: bool,
+}
+
+/// One group's shared state. Reached through `Arc`s held by `Group` clones, task handles, the
+/// monitor and the runners.
+pub(crate) struct Shared {
+    /// See the module docs.
+    state: Mutex<State>,
+    /// Wakes the monitor. `notify_one` stores a permit when the monitor is not waiting yet.
+    monitor_wake: Notify,
+    /// Wakes `wait()` callers when the group becomes idle.
+    idle: Notify,
+    /// The group's own token: a child of the caller's, if one was given.
+    pub(crate) token: CancellationToken,
+    /// Deadline keys.
+    pub(crate) clock: Clock,
+    /// Where the monitor and runners are spawned.
+    runtime: Handle,
+    /// For `Debug`.
+    pub(crate) name: Option<Box<str>>,
+}
+
+// ===== impl State =====
+
+impl State {
+    fn is_idle(&self) -> bool {
+        self.counters.pending == 0 && self.cap.running() == 0
+    }
+
+    /// Invariants 4 and 5 after a task became due at `deadline`.
+    fn wake_for(&mut self, deadline: u64) -> Wake {
+        match self.monitor {
+            Monitor::Stopped => {
+                self.monitor = Monitor::Active;
+                Wake::Spawn
+            }
+            Monitor::Parked { until } if deadline < until && self.cap.has_room() => {
+                self.monitor = Monitor::Active;
+                Wake::Notify
+            }
+            _ => Wake::Nothing,
+        }
+    }
+
+    /// Invariant 5 after a slot was freed or the cap raised: the earliest task may now start.
+    fn wake_for_top(&mut self) -> Wake {
+        match self.queue.peek_deadline() {
+            Some(deadline) => self.wake_for(deadline),
+            None => Wake::Nothing,
+        }
+    }
+
+    /// Invariant 5 after the queue emptied: let a parked monitor exit instead of sleeping on.
+    fn wake_if_empty(&mut self) -> Wake {
+        match self.monitor {
+            Monitor::Parked { .. } if self.queue.is_empty() => {
+                self.monitor = Monitor::Active;
+                Wake::Notify
+            }
+            _ => Wake::Nothing,
+        }
+    }
+
+    /// Starts the group's cancellation: marks it and takes every pending task out. The caller
+    /// drops them after unlocking and then calls `Shared::settle_cancelled`.
+    fn begin_cancel(&mut self) -> Vec<BoxTask> {
+        self.cancelled = true;
+        self.queue.drain()
+    }
+
+    /// Takes the earliest due task if a slot is free, and gives it the slot.
+    fn start_due(&mut self, now: u64) -> Option<BoxTask> {
+        if self.cancelled || !self.cap.has_room() {
+            return None;
+        }
+        let task = self.queue.pop_due(now)?;
+        self.cap.acquire();
+        self.counters.pending -= 1;
+        Some(task)
+    }
+}
+
+// ===== impl Shared =====
+
+impl Shared {
+    pub(crate) fn new(
+        token: CancellationToken,
+        clock: Clock,
+        runtime: Handle,
+        limit: usize,
+        name: Option<Box<str>>,
+    ) -> Self {
+        Self {
+            state: Mutex::new(State {
+                queue: DeadlineQueue::new(),
+                cap: Cap::new(limit),
+                counters: Counters::default(),
+                monitor: Monitor::Stopped,
+                cancelled: false,
+            }),
+            monitor_wake: Notify::new(),
+            idle: Notify::new(),
+            token,
+            clock,
+            runtime,
+            name,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // No user code runs under the lock, so a poisoned lock means a bug of ours panicked
+        // mid-update; the counters may be off but the structures are sound.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub(crate) fn runtime(&self) -> &Handle {
+        &self.runtime
+    }
+
+    fn wake(self: &Arc<Self>, wake: Wake) {
+        match wake {
+            Wake::Nothing => {}
+            Wake::Notify => self.monitor_wake.notify_one(),
+            Wake::Spawn => monitor::spawn(self.clone()),
+        }
+    }
+
+    fn announce_if_idle(&self, idle: bool) {
+        if idle {
+            self.idle.notify_waiters();
+        }
+    }
+
+    /// Adds `task` at `deadline`; drops it instead if the group is cancelled.
+    pub(crate) fn schedule(self: &Arc<Self>, deadline: u64, task: BoxTask) -> Key {
+        let mut state = self.lock();
+        state.counters.scheduled += 1;
+        state.counters.pending += 1;
+        if state.cancelled || self.token.is_cancelled() {
+            drop(state);
+            drop_catching(task);
+            self.settle_cancelled(1);
+            return Key::DETACHED;
+        }
+        let key = state.queue.insert(deadline, task);
+        let wake = state.wake_for(deadline);
+        drop(state);
+        self.wake(wake);
+        key
+    }
+
+    /// Removes the pending task `key` and drops its future. `false` if it was not pending.
+    pub(crate) fn cancel_task(self: &Arc<Self>, key: Key) -> bool {
+        let mut state = self.lock();
+        let Some(task) = state.queue.remove(key) else {
+            return false;
+        };
+        let wake = state.wake_if_empty();
+        drop(state);
+        self.wake(wake);
+        drop_catching(task);
+        self.settle_cancelled(1);
+        true
+    }
+
+    /// Moves the pending task `key` to `deadline`. `false` if it was not pending.
+    pub(crate) fn reschedule(self: &Arc<Self>, key: Key, deadline: u64) -> bool {
+        let mut state = self.lock();
+        if !state.queue.reschedule(key, deadline) {
+            return false;
+        }
+        let wake = state.wake_for(deadline);
+        drop(state);
+        self.wake(wake);
+        true
+    }
+
+    pub(crate) fn is_pending(&self, key: Key) -> bool {
+        self.lock().queue.contains(key)
+    }
+
+    /// Cancels the group. `true` if it was not cancelled before this call.
+    pub(crate) fn cancel(&self) -> bool {
+        let mut state = self.lock();
+        let first = !state.cancelled && !self.token.is_cancelled();
+        let tasks = state.begin_cancel();
+        drop(state);
+        self.token.cancel();
+        self.drop_cancelled(tasks);
+        first
+    }
+
+    /// Drops futures taken out by `begin_cancel` and moves them from pending to cancelled.
+    fn drop_cancelled(&self, tasks: Vec<BoxTask>) {
+        let count = tasks.len() as u64;
+        for task in tasks {
+            drop_catching(task);
+        }
+        if count > 0 {
+            self.settle_cancelled(count);
+        }
+    }
+
+    fn settle_cancelled(&self, count: u64) {
+        let mut state = self.lock();
+        state.counters.pending -= count;
+        state.counters.cancelled += count;
+        let idle = state.is_idle();
+        drop(state);
+        self.announce_if_idle(idle);
+    }
+
+    /// Sets the cap. Returns `true` if it changed.
+    pub(crate) fn set_limit(self: &Arc<Self>, limit: usize) -> bool {
+        let mut state = self.lock();
+        let old = state.cap.set_limit(limit);
+        let wake = if limit > old {
+            state.wake_for_top()
+        } else {
+            Wake::Nothing
+        };
+        drop(state);
+        self.wake(wake);
+        old != limit
+    }
+
+    pub(crate) fn limit(&self) -> usize {
+        self.lock().cap.limit()
+    }
+
+    pub(crate) fn stats(&self) -> Stats {
+        let state = self.lock();
+        state.counters.snapshot(state.cap.running())
+    }
+
+    /// `Some(result)` once the group is idle; `None` while tasks remain.
+    pub(crate) fn poll_idle(&self) -> Option<Result<(), WaitError>> {
+        let state = self.lock();
+        if !state.is_idle() {
+            return None;
+        }
+        let cancelled = state.cancelled || self.token.is_cancelled();
+        Some(WaitError::new(cancelled, state.counters.panicked).map_or(Ok(()), Err))
+    }
+
+    pub(crate) fn idle_notify(&self) -> &Notify {
+        &self.idle
+    }
+
+    pub(crate) fn monitor_notify(&self) -> &Notify {
+        &self.monitor_wake
+    }
+
+    // ----- the monitor's side -----
+
+    /// One step of the monitor: start what is due (up to `START_BATCH`, into `batch`), or say
+    /// how long to park, or that it is done.
+    pub(crate) fn monitor_step(self: &Arc<Self>, now: u64, batch: &mut Vec<BoxTask>) -> Step {
+        let mut state = self.lock();
+        if state.cancelled || self.token.is_cancelled() {
+            state.monitor = Monitor::Stopped;
+            let tasks = state.begin_cancel();
+            drop(state);
+            self.drop_cancelled(tasks);
+            return Step::Exit;
+        }
+        while batch.len() < START_BATCH {
+            match state.start_due(now) {
+                Some(task) => batch.push(task),
+                None => break,
+            }
+        }
+        if !batch.is_empty() {
+            state.monitor = Monitor::Active;
+            return Step::Start;
+        }
+        match state.queue.peek_deadline() {
+            None => {
+                state.monitor = Monitor::Stopped;
+                Step::Exit
+            }
+            Some(_) if !state.cap.has_room() => {
+                // Runners free slots and wake us (invariant 5); no timer needed.
+                state.monitor = Monitor::Parked { until: NO_TIMER };
+                Step::Park(None)
+            }
+            Some(deadline) => {
+                state.monitor = Monitor::Parked { until: deadline };
+                Step::Park(Some(deadline))
+            }
+        }
+    }
+
+    /// The runtime dropped the monitor without letting it finish: it is shutting down, so
+    /// nothing pending can ever run. Cancel the group rather than leave `wait()` hanging.
+    pub(crate) fn monitor_dropped(&self) {
+        let mut state = self.lock();
+        state.monitor = Monitor::Stopped;
+        let tasks = state.begin_cancel();
+        drop(state);
+        self.token.cancel();
+        self.drop_cancelled(tasks);
+    }
+
+    // ----- a runner's side -----
+
+    /// A runner's task ended with `outcome` and its future is gone. With `now`, hands the
+    /// runner the next task due by then, keeping the slot; otherwise (or if none is due) frees
+    /// the slot and returns `None`.
+    pub(crate) fn finish(self: &Arc<Self>, outcome: Outcome, now: Option<u64>) -> Option<BoxTask> {
+        let mut state = self.lock();
+        state.counters.record(outcome);
+        state.cap.release();
+        if let Some(next) = now.and_then(|now| state.start_due(now)) {
+            return Some(next);
+        }
+        let wake = state.wake_for_top();
+        let idle = state.is_idle();
+        drop(state);
+        self.wake(wake);
+        self.announce_if_idle(idle);
+        None
+    }
+}
+
+impl fmt::Debug for Shared {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = self.lock();
+        let limit = state.cap.limit();
+        f.debug_struct("Group")
+            .field("name", &self.name)
+            .field("pending", &state.counters.pending)
+            .field("running", &state.cap.running())
+            .field(
+                "max_concurrent",
+                &(limit != usize::MAX).then_some(limit),
+            )
+            .field(
+                "cancelled",
+                &(state.cancelled || self.token.is_cancelled()),
+            )
+            .finish_non_exhaustive()
+    }
+}
