@@ -100,7 +100,6 @@ impl Group {
     }
 
     /// Returns a [`Builder`] to set a cap, a parent token, a name or a runtime.
-    #[must_use]
     pub fn builder() -> Builder {
         Builder::new()
     }

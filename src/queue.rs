@@ -98,7 +98,10 @@ enum Slot<T> {
     Occupied(T),
     /// `generation` is the last occupant's; `next` links the free list. A slot with
     /// `generation == RETIRED` is in no list and is never reused.
-    Vacant { next: u32, generation: u32 },
+    Vacant {
+        next: u32,
+        generation: u32,
+    },
 }
 
 /// A min-heap of values by `(deadline, insertion order)` with O(log n) insert and pop, and

@@ -42,7 +42,10 @@ impl Runner {
                 if cancelled.as_mut().poll(cx).is_ready() {
                     return Poll::Ready(Outcome::Cancelled);
                 }
-                let task = self.task.as_mut().expect("a runner always holds a task here");
+                let task = self
+                    .task
+                    .as_mut()
+                    .expect("a runner always holds a task here");
                 match poll_catching(task, cx) {
                     Ok(Poll::Ready(())) => Poll::Ready(Outcome::Completed),
                     Ok(Poll::Pending) => Poll::Pending,

@@ -39,10 +39,10 @@ use tokio_util::sync::CancellationToken;
 use crate::clock::Clock;
 use crate::error::WaitError;
 use crate::limit::Cap;
+use crate::monitor;
 use crate::queue::{DeadlineQueue, Key};
 use crate::stats::{Counters, Stats};
 use crate::task::{BoxTask, Outcome, drop_catching};
-use crate::monitor;
 
 /// `Monitor::Parked::until` when the monitor has no timer set.
 pub(crate) const NO_TIMER: u64 = u64::MAX;
@@ -423,14 +423,8 @@ impl fmt::Debug for Shared {
             .field("name", &self.name)
             .field("pending", &state.counters.pending)
             .field("running", &state.cap.running())
-            .field(
-                "max_concurrent",
-                &(limit != usize::MAX).then_some(limit),
-            )
-            .field(
-                "cancelled",
-                &(state.cancelled || self.token.is_cancelled()),
-            )
+            .field("max_concurrent", &(limit != usize::MAX).then_some(limit))
+            .field("cancelled", &(state.cancelled || self.token.is_cancelled()))
             .finish_non_exhaustive()
     }
 }

@@ -1,0 +1,156 @@
+//! Races on the multi-thread runtime, many iterations each, every wait under a timeout so a
+//! hang fails instead of stalling. `SCHEDGROUP_STRESS_ITERS` scales the iteration counts.
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use common::{assert_adds_up, iterations};
+use schedgroup::Group;
+use tokio::time::{Instant, timeout};
+
+const NO_HANG: Duration = Duration::from_secs(10);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wait_never_hangs_when_tasks_fire_microseconds_apart() {
+    // The Go schedgroup hang: the last task finishes while Wait is entering, and a one-shot
+    // "done" signal is lost. Vary how long the waiter dawdles before it calls wait().
+    for i in 0..iterations(2000) {
+        let group = Group::new();
+        let now = Instant::now();
+        let tasks = 1 + i % 5;
+        for n in 0..tasks {
+            group.schedule(now + Duration::from_micros(n as u64), async {});
+        }
+        let other = {
+            let group = group.clone();
+            tokio::spawn(async move { timeout(NO_HANG, group.wait()).await })
+        };
+        for _ in 0..(i % 4) {
+            tokio::task::yield_now().await;
+        }
+        timeout(NO_HANG, group.wait())
+            .await
+            .unwrap_or_else(|_| panic!("wait() hung in iteration {i}"))
+            .unwrap();
+        other.await.unwrap().expect("second waiter hung").unwrap();
+        assert_eq!(group.stats().completed, tasks as u64);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scheduling_from_threads_while_tasks_fire_loses_and_repeats_nothing() {
+    let per_thread = iterations(2000) * 10;
+    let group = Group::builder().max_concurrent(8).build();
+    let threads: Vec<_> = (0..3)
+        .map(|t| {
+            let group = group.clone();
+            std::thread::spawn(move || {
+                let mut flags = Vec::with_capacity(per_thread);
+                let mut cancelled = Vec::with_capacity(per_thread);
+                for n in 0..per_thread {
+                    let ran = Arc::new(AtomicBool::new(false));
+                    let r = ran.clone();
+                    let handle =
+                        group.delay(Duration::from_micros((n % 2000) as u64), async move {
+                            assert!(!r.swap(true, Ordering::SeqCst), "a task ran twice");
+                        });
+                    let c = (n + t) % 7 == 0 && handle.cancel();
+                    flags.push(ran);
+                    cancelled.push(c);
+                }
+                (flags, cancelled)
+            })
+        })
+        .collect();
+    let results: Vec<_> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    timeout(NO_HANG * 3, group.wait())
+        .await
+        .expect("no hang")
+        .unwrap();
+    let mut cancelled_total = 0;
+    for (flags, cancelled) in results {
+        for (ran, cancelled) in flags.iter().zip(cancelled) {
+            // Exactly one of: ran, cancelled.
+            assert_ne!(ran.load(Ordering::SeqCst), cancelled);
+            cancelled_total += u64::from(cancelled);
+        }
+    }
+    let s = group.stats();
+    assert_adds_up(s);
+    assert_eq!(s.scheduled, 3 * per_thread as u64);
+    assert_eq!(s.cancelled, cancelled_total);
+    assert_eq!(s.completed, s.scheduled - cancelled_total);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_is_either_run_or_cancelled_never_both_never_neither() {
+    let mut both_sides_won = [0u32; 2];
+    for i in 0..iterations(2000) {
+        let group = Group::new();
+        let ran = Arc::new(AtomicBool::new(false));
+        let r = ran.clone();
+        let handle = group.schedule(
+            Instant::now() + Duration::from_micros((i % 50) as u64),
+            async move {
+                r.store(true, Ordering::SeqCst);
+            },
+        );
+        let canceller = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_micros((i % 40) as u64 * 25));
+            handle.cancel()
+        });
+        let cancelled = canceller.join().unwrap();
+        timeout(NO_HANG, group.wait())
+            .await
+            .expect("no hang")
+            .unwrap();
+        assert_ne!(ran.load(Ordering::SeqCst), cancelled, "iteration {i}");
+        let s = group.stats();
+        assert_eq!(s.completed + s.cancelled, 1);
+        both_sides_won[usize::from(cancelled)] += 1;
+    }
+    // Not an assertion about timing: just evidence the race was exercised from both sides.
+    eprintln!(
+        "ran first: {}, cancelled first: {}",
+        both_sides_won[0], both_sides_won[1]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn counters_add_up_in_every_snapshot_under_load() {
+    let group = Group::builder().max_concurrent(4).build();
+    let stop = Arc::new(AtomicBool::new(false));
+    let snapshots = Arc::new(AtomicU64::new(0));
+    let sampler = {
+        let (group, stop, snapshots) = (group.clone(), stop.clone(), snapshots.clone());
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::SeqCst) {
+                assert_adds_up(group.stats());
+                snapshots.fetch_add(1, Ordering::Relaxed);
+            }
+        })
+    };
+    for n in 0..iterations(2000) * 5 {
+        let handle = group.delay(Duration::from_micros((n % 500) as u64), async move {
+            if n % 97 == 0 {
+                panic!("planned");
+            }
+            tokio::task::yield_now().await;
+        });
+        if n % 3 == 0 {
+            handle.cancel();
+        }
+        if n % 1000 == 999 {
+            group.set_max_concurrent(1 + n % 7);
+        }
+    }
+    let result = timeout(NO_HANG * 3, group.wait()).await.expect("no hang");
+    stop.store(true, Ordering::SeqCst);
+    sampler.join().unwrap();
+    assert!(result.unwrap_err().is_panicked());
+    assert_adds_up(group.stats());
+    assert!(snapshots.load(Ordering::Relaxed) > 0);
+}
