@@ -1,0 +1,200 @@
+//! Criterion benches of the group's own operations: schedule, cancel and reschedule by handle,
+//! draining due tasks with and without a cap, and scheduling cost as the queue grows.
+//!
+//! ```text
+//! cargo bench --bench group
+//! ```
+//!
+//! Each measurement schedules into a group built for it, so memory does not pile up across
+//! samples; set-up and tear-down are outside the timed section.
+
+use std::hint::black_box;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant as StdInstant};
+
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use schedgroup::{Group, TaskHandle};
+use tokio::runtime::Runtime;
+
+const HOUR: Duration = Duration::from_secs(3600);
+
+fn runtime() -> Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+fn group_on(rt: &Runtime) -> Group {
+    Group::builder().runtime(rt.handle().clone()).build()
+}
+
+/// Schedules `n` far-future tasks that capture one `Arc`, returning their handles.
+fn fill(group: &Group, n: u64, counter: &Arc<AtomicU64>) -> Vec<TaskHandle> {
+    (0..n)
+        .map(|_| {
+            let counter = counter.clone();
+            group.delay(HOUR, async move {
+                counter.fetch_add(1, Ordering::Relaxed);
+            })
+        })
+        .collect()
+}
+
+fn schedule(c: &mut Criterion) {
+    let rt = runtime();
+    let counter = Arc::new(AtomicU64::new(0));
+    let mut g = c.benchmark_group("schedule");
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("one_thread", |b| {
+        b.iter_custom(|iters| {
+            let group = group_on(&rt);
+            let start = StdInstant::now();
+            for _ in 0..iters {
+                let counter = counter.clone();
+                black_box(group.delay(HOUR, async move {
+                    counter.fetch_add(1, Ordering::Relaxed);
+                }));
+            }
+            let elapsed = start.elapsed();
+            group.cancel();
+            elapsed
+        });
+    });
+    g.bench_function("two_threads_one_group", |b| {
+        b.iter_custom(|iters| {
+            let group = group_on(&rt);
+            let barrier = Arc::new(std::sync::Barrier::new(2));
+            let start = StdInstant::now();
+            let threads: Vec<_> = (0..2)
+                .map(|_| {
+                    let (group, counter, barrier) =
+                        (group.clone(), counter.clone(), barrier.clone());
+                    std::thread::spawn(move || {
+                        barrier.wait();
+                        for _ in 0..iters / 2 {
+                            let counter = counter.clone();
+                            black_box(group.delay(HOUR, async move {
+                                counter.fetch_add(1, Ordering::Relaxed);
+                            }));
+                        }
+                    })
+                })
+                .collect();
+            for t in threads {
+                t.join().unwrap();
+            }
+            let elapsed = start.elapsed();
+            group.cancel();
+            elapsed
+        });
+    });
+    g.finish();
+}
+
+fn handles(c: &mut Criterion) {
+    let rt = runtime();
+    let counter = Arc::new(AtomicU64::new(0));
+    let mut g = c.benchmark_group("handle");
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("cancel", |b| {
+        b.iter_custom(|iters| {
+            let group = group_on(&rt);
+            let handles = fill(&group, iters, &counter);
+            let start = StdInstant::now();
+            for h in &handles {
+                black_box(h.cancel());
+            }
+            start.elapsed()
+        });
+    });
+    g.bench_function("reschedule", |b| {
+        b.iter_custom(|iters| {
+            let group = group_on(&rt);
+            let handles = fill(&group, iters, &counter);
+            let later = tokio::time::Instant::now() + 2 * HOUR;
+            let start = StdInstant::now();
+            for h in &handles {
+                black_box(h.reschedule(later));
+            }
+            let elapsed = start.elapsed();
+            group.cancel();
+            elapsed
+        });
+    });
+    g.finish();
+}
+
+fn drain(c: &mut Criterion) {
+    let rt = runtime();
+    let counter = Arc::new(AtomicU64::new(0));
+    let mut g = c.benchmark_group("drain_due");
+    g.sample_size(10);
+    for n in [10_000u64, 100_000] {
+        g.throughput(Throughput::Elements(n));
+        for cap in [None, Some(16)] {
+            let name = cap.map_or("uncapped".to_string(), |c| format!("cap_{c}"));
+            g.bench_with_input(BenchmarkId::new(name, n), &n, |b, &n| {
+                b.iter_custom(|iters| {
+                    let mut total = Duration::ZERO;
+                    for _ in 0..iters {
+                        let mut builder = Group::builder().runtime(rt.handle().clone());
+                        if let Some(cap) = cap {
+                            builder = builder.max_concurrent(cap);
+                        }
+                        // Paused, so the tasks are queued before the timing starts.
+                        let group = builder.max_concurrent(0).build();
+                        for _ in 0..n {
+                            let counter = counter.clone();
+                            group.delay(Duration::ZERO, async move {
+                                counter.fetch_add(1, Ordering::Relaxed);
+                            });
+                        }
+                        let start = StdInstant::now();
+                        group.set_max_concurrent(cap.unwrap_or(usize::MAX));
+                        rt.block_on(group.wait()).unwrap();
+                        total += start.elapsed();
+                    }
+                    total
+                });
+            });
+        }
+    }
+    g.finish();
+}
+
+fn growth(c: &mut Criterion) {
+    let rt = runtime();
+    let counter = Arc::new(AtomicU64::new(0));
+    let mut g = c.benchmark_group("schedule_with_pending");
+    g.throughput(Throughput::Elements(1));
+    for pending in [1_000u64, 100_000, 1_000_000] {
+        let group = group_on(&rt);
+        drop(fill(&group, pending, &counter));
+        g.bench_with_input(BenchmarkId::from_parameter(pending), &pending, |b, _| {
+            b.iter_custom(|iters| {
+                let mut handles = Vec::with_capacity(iters as usize);
+                let start = StdInstant::now();
+                for _ in 0..iters {
+                    let counter = counter.clone();
+                    handles.push(group.delay(HOUR, async move {
+                        counter.fetch_add(1, Ordering::Relaxed);
+                    }));
+                }
+                let elapsed = start.elapsed();
+                // Back to `pending` for the next sample.
+                for h in handles {
+                    h.cancel();
+                }
+                elapsed
+            });
+        });
+        group.cancel();
+    }
+    g.finish();
+}
+
+criterion_group!(benches, schedule, handles, drain, growth);
+criterion_main!(benches);

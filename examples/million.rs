@@ -1,0 +1,79 @@
+//! A million pending tasks on one monitor and one timer.
+//!
+//! Schedules 1,000,000 tasks due in 2 s, each incrementing a shared counter, then prints the
+//! resident memory they take, the live tokio task count while they wait, and how long they
+//! take to run once due. Run it in release mode (Linux, for the memory figures):
+//!
+//! ```text
+//! cargo run --release --example million
+//! ```
+//!
+//! Pass a count to change the size, e.g. `-- 100000`.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use schedgroup::Group;
+use tokio::time::Instant;
+
+/// Resident memory in bytes, from /proc (Linux); `None` elsewhere.
+fn resident_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+fn mib(bytes: u64) -> String {
+    format!("{:.1} MiB", bytes as f64 / (1024.0 * 1024.0))
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let count: u64 = std::env::args()
+        .nth(1)
+        .map(|n| n.parse().expect("the argument is a task count"))
+        .unwrap_or(1_000_000);
+    let metrics = tokio::runtime::Handle::current().metrics();
+    let done = Arc::new(AtomicU64::new(0));
+    let group = Group::new();
+
+    let before = resident_bytes();
+    let start = Instant::now();
+    let deadline = start + Duration::from_secs(2);
+    for _ in 0..count {
+        let done = done.clone();
+        group.schedule(deadline, async move {
+            done.fetch_add(1, Ordering::Relaxed);
+        });
+    }
+    let scheduling = start.elapsed();
+    let after = resident_bytes();
+
+    println!("scheduled {count} tasks in {scheduling:?} ({:.0} ns each)", scheduling.as_nanos() as f64 / count as f64);
+    if let (Some(before), Some(after)) = (before, after) {
+        println!(
+            "resident memory: {} -> {} (+{}, {:.1} bytes per pending task)",
+            mib(before),
+            mib(after),
+            mib(after.saturating_sub(before)),
+            after.saturating_sub(before) as f64 / count as f64
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    println!(
+        "while pending: {} live tokio tasks, {} pending, {} done",
+        metrics.num_alive_tasks(),
+        group.stats().pending,
+        done.load(Ordering::Relaxed)
+    );
+
+    group.wait().await.expect("no task panicked");
+    let drained = deadline.elapsed();
+    println!(
+        "all {} ran; the last finished {drained:?} after the deadline",
+        done.load(Ordering::Relaxed)
+    );
+    println!("after wait: {} live tokio tasks", metrics.num_alive_tasks());
+}
