@@ -51,7 +51,10 @@ async fn main() {
     let scheduling = start.elapsed();
     let after = resident_bytes();
 
-    println!("scheduled {count} tasks in {scheduling:?} ({:.0} ns each)", scheduling.as_nanos() as f64 / count as f64);
+    println!(
+        "scheduled {count} tasks in {scheduling:?} ({:.0} ns each)",
+        scheduling.as_nanos() as f64 / count as f64
+    );
     if let (Some(before), Some(after)) = (before, after) {
         println!(
             "resident memory: {} -> {} (+{}, {:.1} bytes per pending task)",

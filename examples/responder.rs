@@ -69,13 +69,19 @@ impl Responder {
         if unicast {
             let start = self.start;
             self.unicast_group.delay(delay, async move {
-                println!("{:>6} ms  unicast RA to {from}", start.elapsed().as_millis());
+                println!(
+                    "{:>6} ms  unicast RA to {from}",
+                    start.elapsed().as_millis()
+                );
             });
             return;
         }
         let mut state = self.multicast.lock().unwrap();
         if state.next.as_ref().is_some_and(TaskHandle::is_pending) {
-            println!("{:>6} ms  RS from {from}: folded into the pending multicast RA", self.elapsed());
+            println!(
+                "{:>6} ms  RS from {from}: folded into the pending multicast RA",
+                self.elapsed()
+            );
             return;
         }
         let mut at = Instant::now() + delay;
@@ -90,7 +96,10 @@ impl Responder {
         let (start, shared) = (self.start, self.multicast.clone());
         let handle = self.multicast_group.schedule(at, async move {
             shared.lock().unwrap().last_sent = Some(Instant::now());
-            println!("{:>6} ms  multicast RA to all-nodes", start.elapsed().as_millis());
+            println!(
+                "{:>6} ms  multicast RA to all-nodes",
+                start.elapsed().as_millis()
+            );
         });
         state.next = Some(handle);
     }
