@@ -255,7 +255,7 @@ impl Group {
     /// Whether the group has been cancelled, by [`cancel`](Group::cancel) or through its token.
     #[must_use]
     pub fn is_cancelled(&self) -> bool {
-        self.shared.token.is_cancelled()
+        self.shared.cancel.is_cancelled()
     }
 
     /// The group's own token: a child of the parent given to
@@ -263,7 +263,7 @@ impl Group {
     /// are then dropped by the monitor, promptly rather than before `cancel` returns).
     #[must_use]
     pub fn cancellation_token(&self) -> CancellationToken {
-        self.shared.token.clone()
+        self.shared.cancel.token().clone()
     }
 
     /// Changes the cap on running tasks. `0` pauses starts; `usize::MAX` removes the cap.
@@ -436,8 +436,6 @@ impl Builder {
             self.max_concurrent,
             self.name,
         );
-        Group {
-            shared: Arc::new(shared),
-        }
+        Group { shared }
     }
 }

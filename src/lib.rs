@@ -62,6 +62,7 @@
     unreachable_pub
 )]
 
+mod cancel;
 mod clock;
 mod error;
 mod group;

@@ -8,10 +8,10 @@
 //! deadline, a freed slot, a higher cap, an emptied queue) is done under the same lock, sees that
 //! record, flips it to `Active` and calls `notify_one` after unlocking. `notify_one` stores a
 //! permit when the monitor is not yet waiting, so a notification that lands between the
-//! monitor's unlock and its `.await` completes the next `notified()` at once. Cancellation is
-//! watched on the token itself, and the earliest deadline on the timer. So at any moment either
-//! the monitor is awake and will re-read the state, or everything that could need it has a way
-//! to wake it.
+//! monitor's unlock and its `.await` completes the next `notified()` at once. Cancellation
+//! sets the group's flag and then notifies the monitor the same way (see `crate::cancel`), and
+//! the earliest deadline is on the timer. So at any moment either the monitor is awake and will
+//! re-read the state, or everything that could need it has a way to wake it.
 //!
 //! When it parks with due tasks left but no free slot, it sets no timer: every running task has
 //! a runner, and a runner that frees its slot wakes the monitor if the earliest task is then
@@ -59,7 +59,6 @@ impl Drop for Guard {
 
 async fn run(mut guard: Guard) {
     let shared = guard.shared.clone();
-    let mut cancelled = pin!(shared.token.cancelled());
     // One timer for the monitor's whole life, reset to each new earliest deadline.
     let mut sleep = pin!(sleep_until(Instant::now() + Duration::from_secs(86_400)));
     let mut batch = Vec::new();
@@ -78,8 +77,7 @@ async fn run(mut guard: Guard) {
                 }
                 let mut notified = pin!(shared.monitor_notify().notified());
                 poll_fn(|cx| {
-                    if cancelled.as_mut().poll(cx).is_ready()
-                        || notified.as_mut().poll(cx).is_ready()
+                    if notified.as_mut().poll(cx).is_ready()
                         || (until.is_some() && sleep.as_mut().poll(cx).is_ready())
                     {
                         Poll::Ready(())

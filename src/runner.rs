@@ -6,7 +6,8 @@
 //! most `k` tokio tasks, and a due task beyond the cap waits in the queue, not as a parked tokio
 //! task.
 //!
-//! A runner polls the group's cancellation before its task on every poll: a cancelled group's
+//! A runner registers once on the group's abort `Notify` and then checks the group's
+//! cancellation flag (one atomic load) before its task on every poll: a cancelled group's
 //! running tasks are dropped at their next wake-up, and a task handed over just as the group
 //! was cancelled is dropped without being polled.
 
@@ -36,10 +37,19 @@ struct Runner {
 impl Runner {
     async fn run(mut self) {
         let shared = self.shared.clone();
-        let mut cancelled = pin!(shared.token.cancelled());
+        // Registered with this task's waker on the first poll, and never re-polled: the waker
+        // of one tokio task does not change, so the registration stays good for the runner's
+        // life. Being woken by it is only a reason to look at the flag.
+        let mut abort = pin!(shared.cancel.abort().notified());
+        let mut registered = false;
         loop {
             let outcome = poll_fn(|cx| {
-                if cancelled.as_mut().poll(cx).is_ready() {
+                if !registered {
+                    let _ = abort.as_mut().poll(cx);
+                    registered = true;
+                }
+                // Checked after registering, so a cancellation that comes later wakes us.
+                if shared.cancel.is_cancelled() {
                     return Poll::Ready(Outcome::Cancelled);
                 }
                 let task = self

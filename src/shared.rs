@@ -17,17 +17,17 @@
 //!    notification, the token, or, if `until != NO_TIMER`, its timer at `until`. Whoever makes
 //!    it necessary to act sooner (an earlier deadline, a freed slot, a higher cap, an emptied
 //!    queue) sets `Active` and notifies it after unlocking.
-//! 6. `cancelled` implies the queue is empty: it is drained in the same critical section that
-//!    sets the flag, and nothing is inserted after.
+//! 6. Once the queue has been drained for cancellation, nothing is inserted again: the
+//!    cancellation flag is set before the drain, and inserts check it under the lock.
 //! 7. `pending == 0 && running == 0` ("idle") is announced on `idle` by whoever makes it true,
 //!    after unlocking.
 //!
 //! # Lock ordering
 //!
-//! `state` is the crate's only lock. While holding it, code may read the cancellation token
-//! (which takes the token's own lock), but never cancels it, spawns, notifies, or polls or drops
-//! a user future: a user `Drop` may call back into the group, and a notification may run a
-//! waker.
+//! `state` is the crate's only lock on a hot path (the cancellation hook's lock is taken only
+//! to arm it). While holding `state`, code never touches the token, spawns, notifies, or polls
+//! or drops a user future: a user `Drop` may call back into the group, and a notification may
+//! run a waker.
 
 use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -36,6 +36,7 @@ use tokio::runtime::Handle;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+use crate::cancel::{self, CancelWatch};
 use crate::clock::Clock;
 use crate::error::WaitError;
 use crate::limit::Cap;
@@ -89,8 +90,6 @@ pub(crate) struct State {
     counters: Counters,
     /// The monitor's state, for invariants 4 and 5.
     monitor: Monitor,
-    /// Set once the group's cancellation has drained the queue; see invariant 6.
-    cancelled: bool,
 }
 
 /// One group's shared state. Reached through `Arc`s held by `Group` clones, task handles, the
@@ -102,8 +101,9 @@ pub(crate) struct Shared {
     monitor_wake: Notify,
     /// Wakes `wait()` callers when the group becomes idle.
     idle: Notify,
-    /// The group's own token: a child of the caller's, if one was given.
-    pub(crate) token: CancellationToken,
+    /// The group's own token (a child of the caller's, if one was given) and its lock-free
+    /// mirror.
+    pub(crate) cancel: CancelWatch,
     /// Deadline keys.
     pub(crate) clock: Clock,
     /// Where the monitor and runners are spawned.
@@ -153,16 +153,10 @@ impl State {
         }
     }
 
-    /// Starts the group's cancellation: marks it and takes every pending task out. The caller
-    /// drops them after unlocking and then calls `Shared::settle_cancelled`.
-    fn begin_cancel(&mut self) -> Vec<BoxTask> {
-        self.cancelled = true;
-        self.queue.drain()
-    }
-
-    /// Takes the earliest due task if a slot is free, and gives it the slot.
+    /// Takes the earliest due task if a slot is free, and gives it the slot. The caller checked
+    /// that the group is not cancelled.
     fn start_due(&mut self, now: u64) -> Option<BoxTask> {
-        if self.cancelled || !self.cap.has_room() {
+        if !self.cap.has_room() {
             return None;
         }
         let task = self.queue.pop_due(now)?;
@@ -175,28 +169,30 @@ impl State {
 // ===== impl Shared =====
 
 impl Shared {
+    /// Creates the shared state and starts watching `token`.
     pub(crate) fn new(
         token: CancellationToken,
         clock: Clock,
         runtime: Handle,
         limit: usize,
         name: Option<Box<str>>,
-    ) -> Self {
-        Self {
+    ) -> Arc<Self> {
+        let shared = Arc::new(Self {
             state: Mutex::new(State {
                 queue: DeadlineQueue::new(),
                 cap: Cap::new(limit),
                 counters: Counters::default(),
                 monitor: Monitor::Stopped,
-                cancelled: false,
             }),
             monitor_wake: Notify::new(),
             idle: Notify::new(),
-            token,
+            cancel: CancelWatch::new(token),
             clock,
             runtime,
             name,
-        }
+        });
+        cancel::watch(&shared);
+        shared
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -228,7 +224,7 @@ impl Shared {
         let mut state = self.lock();
         state.counters.scheduled += 1;
         state.counters.pending += 1;
-        if state.cancelled || self.token.is_cancelled() {
+        if self.cancel.is_cancelled() {
             drop(state);
             drop_catching(task);
             self.settle_cancelled(1);
@@ -273,13 +269,19 @@ impl Shared {
 
     /// Cancels the group. `true` if it was not cancelled before this call.
     pub(crate) fn cancel(&self) -> bool {
-        let mut state = self.lock();
-        let first = !state.cancelled && !self.token.is_cancelled();
-        let tasks = state.begin_cancel();
-        drop(state);
-        self.token.cancel();
+        // Flag first (invariant 6), then drain, then the token, which tells everyone else.
+        let first = self.cancel.mark();
+        let tasks = self.lock().queue.drain();
+        self.cancel.token().cancel();
+        self.monitor_wake.notify_one();
         self.drop_cancelled(tasks);
         first
+    }
+
+    /// The cancellation hook saw the token cancelled (by a parent, or through
+    /// `cancellation_token()`): the monitor drains the queue.
+    pub(crate) fn on_cancelled(&self) {
+        self.monitor_wake.notify_one();
     }
 
     /// Drops futures taken out by `begin_cancel` and moves them from pending to cancelled.
@@ -331,7 +333,7 @@ impl Shared {
         if !state.is_idle() {
             return None;
         }
-        let cancelled = state.cancelled || self.token.is_cancelled();
+        let cancelled = self.cancel.is_cancelled();
         Some(WaitError::new(cancelled, state.counters.panicked).map_or(Ok(()), Err))
     }
 
@@ -349,9 +351,9 @@ impl Shared {
     /// how long to park, or that it is done.
     pub(crate) fn monitor_step(self: &Arc<Self>, now: u64, batch: &mut Vec<BoxTask>) -> Step {
         let mut state = self.lock();
-        if state.cancelled || self.token.is_cancelled() {
+        if self.cancel.is_cancelled() {
             state.monitor = Monitor::Stopped;
-            let tasks = state.begin_cancel();
+            let tasks = state.queue.drain();
             drop(state);
             self.drop_cancelled(tasks);
             return Step::Exit;
@@ -386,11 +388,12 @@ impl Shared {
     /// The runtime dropped the monitor without letting it finish: it is shutting down, so
     /// nothing pending can ever run. Cancel the group rather than leave `wait()` hanging.
     pub(crate) fn monitor_dropped(&self) {
+        self.cancel.mark();
         let mut state = self.lock();
         state.monitor = Monitor::Stopped;
-        let tasks = state.begin_cancel();
+        let tasks = state.queue.drain();
         drop(state);
-        self.token.cancel();
+        self.cancel.token().cancel();
         self.drop_cancelled(tasks);
     }
 
@@ -403,8 +406,10 @@ impl Shared {
         let mut state = self.lock();
         state.counters.record(outcome);
         state.cap.release();
-        if let Some(next) = now.and_then(|now| state.start_due(now)) {
-            return Some(next);
+        if !self.cancel.is_cancelled() {
+            if let Some(next) = now.and_then(|now| state.start_due(now)) {
+                return Some(next);
+            }
         }
         let wake = state.wake_for_top();
         let idle = state.is_idle();
@@ -424,7 +429,7 @@ impl fmt::Debug for Shared {
             .field("pending", &state.counters.pending)
             .field("running", &state.cap.running())
             .field("max_concurrent", &(limit != usize::MAX).then_some(limit))
-            .field("cancelled", &(state.cancelled || self.token.is_cancelled()))
+            .field("cancelled", &self.cancel.is_cancelled())
             .finish_non_exhaustive()
     }
 }

@@ -238,3 +238,17 @@ async fn a_cancelled_futures_drop_may_use_the_group() {
     assert_eq!(stats.scheduled, 4);
     assert_eq!(stats.cancelled, 3);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_group_built_on_a_cancelled_parent_is_cancelled_from_the_start() {
+    let parent = CancellationToken::new();
+    parent.cancel();
+    let group = Group::builder().cancellation_token(parent).build();
+    assert!(group.is_cancelled());
+    let (guard, dropped) = DropFlag::new();
+    group.delay(ms(1), async move {
+        let _guard = guard;
+    });
+    assert!(dropped.load(Ordering::SeqCst));
+    assert!(group.wait().await.unwrap_err().is_cancelled());
+}

@@ -154,3 +154,48 @@ async fn counters_add_up_in_every_snapshot_under_load() {
     assert_adds_up(group.stats());
     assert!(snapshots.load(Ordering::Relaxed) > 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_parent_cancelled_from_a_plain_thread_stops_everything() {
+    for i in 0..iterations(2000) / 4 {
+        let parent = tokio_util::sync::CancellationToken::new();
+        let group = Group::builder()
+            .cancellation_token(parent.clone())
+            .max_concurrent(1 + i % 3)
+            .build();
+        let live = Arc::new(AtomicU64::new(0));
+        /// Counts a future as gone however it ends: finished, or dropped unpolled or mid-run.
+        struct Gone(Arc<AtomicU64>);
+        impl Drop for Gone {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, Ordering::SeqCst);
+            }
+        }
+        for n in 0..8u64 {
+            live.fetch_add(1, Ordering::SeqCst);
+            let gone = Gone(live.clone());
+            group.delay(Duration::from_micros(n * 20), async move {
+                let _gone = gone;
+                if n % 2 == 0 {
+                    std::future::pending::<()>().await;
+                }
+            });
+        }
+        let canceller = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_micros((i % 30) as u64 * 10));
+            parent.cancel();
+        });
+        let result = timeout(NO_HANG, group.wait()).await.expect("no hang");
+        canceller.join().unwrap();
+        // Tasks that never end can only have left through cancellation.
+        assert!(result.unwrap_err().is_cancelled(), "iteration {i}");
+        assert_eq!(
+            live.load(Ordering::SeqCst),
+            0,
+            "every future is gone when wait() returns"
+        );
+        let s = group.stats();
+        assert_adds_up(s);
+        assert_eq!((s.pending, s.running), (0, 0));
+    }
+}
