@@ -54,8 +54,15 @@ impl Clock {
     }
 }
 
+/// `d` in nanoseconds, saturating at `i64::MAX` (292 years). Integer math rather than
+/// `as_nanos()`'s `u128`: this is on the schedule path.
 fn saturating_nanos(d: Duration) -> i64 {
-    i64::try_from(d.as_nanos()).unwrap_or(i64::MAX)
+    const MAX_SECS: u64 = (i64::MAX as u64) / 1_000_000_000;
+    if d.as_secs() >= MAX_SECS {
+        return i64::MAX;
+    }
+    // Both terms fit: secs < 9.2e9, so secs * 1e9 + 1e9 < i64::MAX.
+    (d.as_secs() * 1_000_000_000 + u64::from(d.subsec_nanos())) as i64
 }
 
 fn encode(offset: i64) -> u64 {
@@ -84,6 +91,20 @@ mod tests {
         assert!(keys.windows(2).all(|w| w[0] < w[1]), "{keys:?}");
         assert_eq!(clock.instant(keys[0]), before);
         assert_eq!(clock.instant(keys[3]), base + Duration::from_secs(3600));
+    }
+
+    #[test]
+    fn nanosecond_conversion_is_exact_below_the_cap_and_saturates_above() {
+        for d in [
+            Duration::ZERO,
+            Duration::from_nanos(1),
+            Duration::new(1, 999_999_999),
+            Duration::new(9_223_372_035, 999_999_999),
+        ] {
+            assert_eq!(saturating_nanos(d) as u128, d.as_nanos());
+        }
+        assert_eq!(saturating_nanos(Duration::new(9_223_372_036, 0)), i64::MAX);
+        assert_eq!(saturating_nanos(Duration::MAX), i64::MAX);
     }
 
     #[test]

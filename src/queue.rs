@@ -329,7 +329,12 @@ impl<T: Stamped> DeadlineQueue<T> {
     fn vacate(&mut self, slot: u32) -> T {
         let value = self.vacate_raw(slot);
         self.vacated += 1;
-        if self.vacated >= self.slots.len() / 2
+        if self.len == 0 {
+            // Empty: give everything back. Costs O(slab length), which is at most the inserts
+            // since the last time the queue was empty, so O(1) amortized.
+            self.heap = BinaryHeap::new();
+            self.trim();
+        } else if self.vacated >= self.slots.len() / 2
             && self.slots.len() >= MIN_TRIM
             && self.len * 2 < self.slots.len()
         {
@@ -508,6 +513,17 @@ mod tests {
         assert!(q.heap.is_empty());
         assert!(q.slots.is_empty(), "slab trimmed to nothing");
         assert!(q.slots.capacity() <= 4 * MIN_TRIM);
+    }
+
+    #[test]
+    fn popping_everything_gives_the_memory_back() {
+        let mut q = DeadlineQueue::new();
+        let keys: Vec<Key> = (0..100_000).map(|_| q.insert(7, item("x"))).collect();
+        assert_eq!(drain_due(&mut q, 7).len(), 100_000);
+        assert_eq!(q.heap.capacity(), 0, "heap buffer freed");
+        assert!(q.slots.is_empty() && q.slots.capacity() <= 4 * MIN_TRIM);
+        let fresh = q.insert(0, item("fresh"));
+        assert!(!q.contains(keys[fresh.slot as usize]));
     }
 
     #[test]
