@@ -16,7 +16,8 @@
 //! 5. `monitor == Parked { until }` means the monitor is waiting (or about to wait) for a
 //!    notification, the token, or, if `until != NO_TIMER`, its timer at `until`. Whoever makes
 //!    it necessary to act sooner (an earlier deadline, a freed slot, a higher cap, an emptied
-//!    queue) sets `Active` and notifies it after unlocking.
+//!    queue, whether by a handle's cancel or a runner taking the last task) sets `Active` and
+//!    notifies it after unlocking.
 //! 6. Once the queue has been drained for cancellation, nothing is inserted again: the
 //!    cancellation flag is set before the drain, and inserts check it under the lock.
 //! 7. `pending == 0 && running == 0` ("idle") is announced on `idle` by whoever makes it true,
@@ -41,7 +42,7 @@ use crate::clock::Clock;
 use crate::error::WaitError;
 use crate::limit::Cap;
 use crate::monitor;
-use crate::queue::{DeadlineQueue, Key};
+use crate::queue::{DeadlineQueue, Drained, Key};
 use crate::stats::{Counters, Stats};
 use crate::task::{BoxTask, Outcome, drop_catching};
 
@@ -285,7 +286,7 @@ impl Shared {
     }
 
     /// Drops futures taken out by `begin_cancel` and moves them from pending to cancelled.
-    fn drop_cancelled(&self, tasks: Vec<BoxTask>) {
+    fn drop_cancelled(&self, tasks: Drained<BoxTask>) {
         let count = tasks.len() as u64;
         for task in tasks {
             drop_catching(task);
@@ -406,17 +407,24 @@ impl Shared {
         let mut state = self.lock();
         state.counters.record(outcome);
         state.cap.release();
-        if !self.cancel.is_cancelled() {
-            if let Some(next) = now.and_then(|now| state.start_due(now)) {
-                return Some(next);
-            }
-        }
-        let wake = state.wake_for_top();
-        let idle = state.is_idle();
+        let next = match now {
+            Some(now) if !self.cancel.is_cancelled() => state.start_due(now),
+            _ => None,
+        };
+        // A monitor parked without a timer (cap full) learns of an emptied queue only here:
+        // runners, not it, took the last tasks.
+        let wake = if state.queue.is_empty() {
+            state.wake_if_empty()
+        } else if next.is_none() {
+            state.wake_for_top()
+        } else {
+            Wake::Nothing
+        };
+        let idle = next.is_none() && state.is_idle();
         drop(state);
         self.wake(wake);
         self.announce_if_idle(idle);
-        None
+        next
     }
 }
 

@@ -158,3 +158,19 @@ fn group_and_handle_are_send_sync_and_clone() {
     fn error<E: std::error::Error + Send + Sync + 'static>() {}
     error::<schedgroup::WaitError>();
 }
+
+#[tokio::test(start_paused = true)]
+async fn the_monitor_exits_when_runners_take_the_last_tasks_under_a_cap() {
+    // Regression: with the cap full, the monitor parks without a timer; when runners (not the
+    // monitor) emptied the queue, nothing woke it, and it lived on holding the group.
+    let base = alive();
+    let group = Group::builder().max_concurrent(1).build();
+    for _ in 0..3 {
+        group.delay(ms(1), async {
+            tokio::time::sleep(ms(5)).await;
+        });
+    }
+    group.wait().await.unwrap();
+    settle().await;
+    assert_eq!(alive(), base, "monitor and runner both exited");
+}
