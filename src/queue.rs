@@ -104,6 +104,31 @@ enum Slot<T> {
     },
 }
 
+/// The values [`DeadlineQueue::drain`] took out.
+#[derive(Debug)]
+pub(crate) struct Drained<T> {
+    slots: std::vec::IntoIter<Slot<T>>,
+    len: usize,
+}
+
+impl<T> Drained<T> {
+    /// How many values there are.
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+}
+
+impl<T> Iterator for Drained<T> {
+    type Item = T;
+
+    fn next(&mut self) -> Option<T> {
+        self.slots.find_map(|slot| match slot {
+            Slot::Occupied(value) => Some(value),
+            Slot::Vacant { .. } => None,
+        })
+    }
+}
+
 /// A min-heap of values by `(deadline, insertion order)` with O(log n) insert and pop, and
 /// O(1) amortized removal and rescheduling by [`Key`].
 #[derive(Debug)]
@@ -252,17 +277,45 @@ impl<T: Stamped> DeadlineQueue<T> {
         Some(self.vacate(slot))
     }
 
-    /// Removes every value, in no particular order. Keys handed out before stay dead.
-    pub(crate) fn drain(&mut self) -> Vec<T> {
-        let mut values = Vec::with_capacity(self.len);
-        for slot in 0..self.slots.len() {
-            if matches!(self.slots[slot], Slot::Occupied(_)) {
-                values.push(self.vacate_raw(slot as u32));
+    /// Removes every value, in no particular order, and leaves the queue empty. Keys handed out
+    /// before stay dead.
+    ///
+    /// The slab itself is handed out (no copy, no new allocation), so the caller can drop the
+    /// values outside its lock; `gen_floor` is raised past every generation in it first.
+    pub(crate) fn drain(&mut self) -> Drained<T> {
+        let len = self.len;
+        let floor = self.slots.iter().try_fold(self.gen_floor, |floor, slot| {
+            let generation = match slot {
+                Slot::Occupied(value) => value.stamp().generation,
+                Slot::Vacant { generation, .. } => *generation,
+            };
+            generation.checked_add(1).map(|next| floor.max(next))
+        });
+        let slots = match floor {
+            Some(floor) => {
+                self.gen_floor = floor;
+                self.free = NIL;
+                std::mem::take(&mut self.slots)
             }
-        }
+            // A slot reached the last generation: it must stay, retired, so keep the slab
+            // and move the values out one by one (this happens once per 2^32 reuses of a slot).
+            None => {
+                let mut values = Vec::with_capacity(len);
+                for slot in 0..self.slots.len() {
+                    if matches!(self.slots[slot], Slot::Occupied(_)) {
+                        values.push(Slot::Occupied(self.vacate_raw(slot as u32)));
+                    }
+                }
+                values
+            }
+        };
+        self.len = 0;
+        self.vacated = 0;
         self.heap = BinaryHeap::new();
-        self.trim();
-        values
+        Drained {
+            slots: slots.into_iter(),
+            len,
+        }
     }
 
     fn take_seq(&mut self) -> u32 {
@@ -530,7 +583,7 @@ mod tests {
     fn trimmed_slots_come_back_with_higher_generations() {
         let mut q = DeadlineQueue::new();
         let keys: Vec<Key> = (0..200).map(|i| q.insert(i, item("x"))).collect();
-        let values = q.drain();
+        let values: Vec<Item> = q.drain().collect();
         assert_eq!(values.len(), 200);
         assert!(q.slots.is_empty());
         let fresh = q.insert(0, item("fresh"));
@@ -588,11 +641,27 @@ mod tests {
     }
 
     #[test]
+    fn drain_keeps_a_retired_slot_and_still_returns_everything() {
+        let mut q = DeadlineQueue::new();
+        q.gen_floor = RETIRED;
+        let a = q.insert(1, item("a"));
+        assert_eq!(a.generation, RETIRED);
+        let b = q.insert(2, item("b"));
+        let drained = q.drain();
+        assert_eq!(drained.len(), 2);
+        assert_eq!(drained.count(), 2);
+        assert!(!q.contains(a) && !q.contains(b));
+        let c = q.insert(3, item("c"));
+        assert_ne!(c.slot, a.slot, "the retired slot stayed retired");
+        assert!(!q.contains(a));
+    }
+
+    #[test]
     fn drain_returns_everything_and_kills_every_key() {
         let mut q = DeadlineQueue::new();
         let a = q.insert(1, item("a"));
         let b = q.insert(2, item("b"));
-        let mut names: Vec<_> = q.drain().into_iter().map(|i| i.name).collect();
+        let mut names: Vec<_> = q.drain().map(|i| i.name).collect();
         names.sort_unstable();
         assert_eq!(names, ["a", "b"]);
         assert!(q.is_empty());
