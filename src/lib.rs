@@ -46,6 +46,73 @@
 //! Use a `JoinSet` when you need each task's output, and `DelayQueue` when you want expired
 //! *values* handed to your own loop rather than futures run for you.
 //!
+//! # Guarantees
+//!
+//! Each line names the tests (`tests/<file>.rs`) that prove it. `model::*` is a property test
+//! that checks random operation sequences against a reference model after every step.
+//!
+//! - A task never starts before its deadline; on a paused clock it starts at it:
+//!   `timing::task_starts_at_its_deadline_and_never_before`, `model::*`.
+//! - Due tasks start in deadline order, equal deadlines in schedule order:
+//!   `timing::equal_deadlines_start_in_schedule_order`,
+//!   `timing::cap_one_runs_in_deadline_then_schedule_order_even_when_all_are_due`,
+//!   `model::with_cap_one_and_no_cap_changes_starts_follow_deadline_then_schedule_order`.
+//! - A past deadline or zero delay runs at once: `timing::past_deadline_and_zero_delay_run_as_soon_as_possible`,
+//!   `bad_input::an_instant_far_in_the_past_runs_at_once_and_first`.
+//! - Odd input never panics: `timing::huge_delays_never_panic_and_simply_wait`,
+//!   `bad_input::caps_beyond_a_semaphores_limit_work`,
+//!   `bad_input::a_very_large_batch_scheduled_then_cancelled_leaves_nothing` (10,000,000 tasks
+//!   with `SCHEDGROUP_HEAVY=1`).
+//! - A task runs at most once, and is either run or cancelled, never both, never neither:
+//!   `stress::scheduling_from_threads_while_tasks_fire_loses_and_repeats_nothing`,
+//!   `stress::a_task_is_either_run_or_cancelled_never_both_never_neither`, `model::*`.
+//! - Running tasks never exceed the cap, even while it changes:
+//!   `cap::running_tasks_never_exceed_the_cap`,
+//!   `stress::cap_changes_racing_with_completions_never_exceed_the_cap_or_stall`, `model::*`.
+//! - Due tasks beyond the cap wait in the queue, not as tokio tasks (at most cap + 1 live):
+//!   `cap::due_tasks_beyond_the_cap_wait_in_the_queue_not_as_tokio_tasks`.
+//! - Raising the cap starts waiting tasks at once; lowering it aborts nothing; 0 pauses:
+//!   `cap::raising_the_cap_starts_waiting_tasks_at_once`,
+//!   `cap::lowering_the_cap_aborts_nothing_and_starts_nothing_until_below_it`,
+//!   `cap::a_cap_of_zero_pauses_starts_until_raised`.
+//! - `wait()` resolves exactly when nothing is pending or running, for every waiter, and covers
+//!   work scheduled while it waits: `wait::*`,
+//!   `stress::wait_never_hangs_when_tasks_fire_microseconds_apart`, `model::*`.
+//! - `wait()` is cancel safe: `wait::dropping_a_wait_loses_nothing`.
+//! - Cancellation drops pending futures before `cancel()` returns, aborts running ones, drops
+//!   later schedules at once, and never cancels the parent token:
+//!   `cancel::cancel_drops_pending_futures_before_returning`,
+//!   `cancel::cancel_aborts_running_tasks_at_their_next_await`,
+//!   `cancel::a_task_scheduled_after_cancellation_is_dropped_at_once`,
+//!   `cancel::parent_token_cancels_the_group_but_the_group_never_cancels_the_parent`.
+//! - After cancellation, `wait()` returns only once every future is gone:
+//!   `stress::a_parent_cancelled_from_a_plain_thread_stops_everything`.
+//! - A handle's `cancel` drops the future before returning; `reschedule` moves a pending task;
+//!   a stale handle can never reach another task:
+//!   `cancel::handle_cancel_drops_the_future_before_returning`,
+//!   `cancel::reschedule_moves_a_pending_task_later_or_earlier`,
+//!   `cancel::a_stale_handle_never_touches_a_task_that_reused_its_slot`,
+//!   `stress::reschedule_racing_with_the_deadline_either_moves_the_task_or_finds_it_started`.
+//! - A panic in a task, or in its `Drop`, is contained, counted and reported:
+//!   `cap::a_panicking_task_frees_its_slot`, `faults::a_panic_while_others_run_disturbs_nothing`,
+//!   `faults::drops_that_panic_on_group_cancel_are_contained_pending_and_running`.
+//! - A future's `Drop` may schedule into or cancel its own group without deadlock:
+//!   `cancel::a_cancelled_futures_drop_may_use_the_group`,
+//!   `faults::a_drop_that_cancels_its_own_group_does_not_deadlock`.
+//! - Dropping every clone cancels nothing: `lifecycle::dropping_every_clone_cancels_nothing`.
+//! - Nothing leaks: the monitor exits when the queue empties, and heap bytes and live tokio
+//!   tasks return to baseline after `wait()`, cancellation and dropping every clone:
+//!   `lifecycle::the_monitor_exits_when_runners_take_the_last_tasks_under_a_cap`,
+//!   `cancel::cancelling_every_pending_task_by_handle_lets_the_monitor_exit`,
+//!   `leaks::memory_and_tokio_tasks_return_to_their_baseline`.
+//! - The counters add up in every snapshot: `stats::*`,
+//!   `stress::counters_add_up_in_every_snapshot_under_load`, `model::*`.
+//! - Any thread can schedule and cancel, with or without a runtime, and another runtime can
+//!   wait: `lifecycle::plain_threads_schedule_and_cancel_without_a_runtime_context`,
+//!   `faults::a_group_built_on_one_runtime_is_used_from_another`.
+//! - A runtime shutdown cancels the group instead of hanging `wait()`:
+//!   `lifecycle::runtime_shutdown_with_pending_and_running_tasks_cancels_the_group`.
+//!
 //! # Minimum supported Rust version
 //!
 //! Rust 1.85 (edition 2024). Raising it is a minor-version change.

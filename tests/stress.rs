@@ -199,3 +199,73 @@ async fn a_parent_cancelled_from_a_plain_thread_stops_everything() {
         assert_eq!((s.pending, s.running), (0, 0));
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reschedule_racing_with_the_deadline_either_moves_the_task_or_finds_it_started() {
+    let mut outcomes = [0u32; 2];
+    for i in 0..iterations(2000) {
+        let group = Group::new();
+        let ran = Arc::new(AtomicBool::new(false));
+        let r = ran.clone();
+        let handle = group.schedule(
+            Instant::now() + Duration::from_micros((i % 50) as u64),
+            async move {
+                r.store(true, Ordering::SeqCst);
+            },
+        );
+        let mover = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_micros((i % 40) as u64 * 25));
+            let moved = handle.reschedule(Instant::now() + Duration::from_secs(3600));
+            (moved, handle)
+        });
+        let (moved, handle) = mover.join().unwrap();
+        if moved {
+            // It waits an hour now: it must not have run, and it is still pending.
+            tokio::time::sleep(Duration::from_millis(2)).await;
+            assert!(
+                !ran.load(Ordering::SeqCst),
+                "iteration {i}: ran after a successful reschedule"
+            );
+            assert!(handle.cancel(), "iteration {i}: still pending");
+        }
+        timeout(NO_HANG, group.wait())
+            .await
+            .expect("no hang")
+            .unwrap();
+        assert_eq!(ran.load(Ordering::SeqCst), !moved, "iteration {i}");
+        outcomes[usize::from(moved)] += 1;
+    }
+    eprintln!("found started: {}, moved: {}", outcomes[0], outcomes[1]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cap_changes_racing_with_completions_never_exceed_the_cap_or_stall() {
+    const MAX_CAP: usize = 4;
+    let group = Group::builder().max_concurrent(2).build();
+    let c = Arc::new(common::Concurrency::default());
+    let n = iterations(2000) * 5;
+    for i in 0..n {
+        let c = c.clone();
+        group.delay(Duration::from_micros((i % 1000) as u64), async move {
+            let _in = c.enter();
+            tokio::task::yield_now().await;
+        });
+    }
+    let changer = {
+        let group = group.clone();
+        std::thread::spawn(move || {
+            // Includes 0: a paused group must wake when the cap comes back.
+            for k in 0..20_000usize {
+                group.set_max_concurrent([0, 1, MAX_CAP, 2, 3][k % 5]);
+            }
+            group.set_max_concurrent(MAX_CAP);
+        })
+    };
+    changer.join().unwrap();
+    timeout(NO_HANG * 3, group.wait())
+        .await
+        .expect("a cap change was lost: the group stalled")
+        .unwrap();
+    assert!(c.max() <= MAX_CAP, "{} ran at once", c.max());
+    assert_eq!(group.stats().completed, n as u64);
+}
