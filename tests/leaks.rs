@@ -213,8 +213,10 @@ fn resident_memory_is_reused_over_cycles_of_a_million_cancelled_tasks() {
         );
         // Five more cycles. After the first, glibc serves the queue's growth from its heap
         // rather than fresh mappings (its mmap threshold rose when the 16 MB arrays were
-        // freed), so the next peaks sit a little higher while that heap settles (measured:
-        // 67.3, 75.7, 76.4, 76.4, 76.4, 76.4 MB). A leak would grow with every cycle.
+        // freed), so later peaks sit higher, with one more step of about 0.8 MB at some cycle
+        // while that heap settles (measured: 67.3, 75.7, 76.4, 76.4, 76.4, 76.4 MB, and
+        // 68.1, 76.5, 76.5, 76.5, 76.5, 77.2 MB). A leak grows with every cycle: even 1% of the
+        // tasks' memory per cycle would add 2.6 MB over the last four.
         let mut peaks = vec![full];
         for _ in 0..5 {
             let group = Group::new();
@@ -230,7 +232,7 @@ fn resident_memory_is_reused_over_cycles_of_a_million_cancelled_tasks() {
             peaks[1]
         );
         assert!(
-            peaks[5] <= peaks[3] + grown / 100,
+            peaks[5] <= peaks[1] + grown / 40,
             "RSS kept growing over the cycles, {peaks:?}: memory is not being reused"
         );
     });
