@@ -85,21 +85,32 @@ async fn scheduling_from_threads_while_tasks_fire_loses_and_repeats_nothing() {
     assert_eq!(s.completed, s.scheduled - cancelled_total);
 }
 
+/// A fresh group with one task due 0-49 µs from now that records whether it ran.
+fn racing_task(i: usize) -> (Group, Arc<AtomicBool>, schedgroup::TaskHandle) {
+    let group = Group::new();
+    let ran = Arc::new(AtomicBool::new(false));
+    let r = ran.clone();
+    let handle = group.schedule(
+        Instant::now() + Duration::from_micros((i % 50) as u64),
+        async move {
+            r.store(true, Ordering::SeqCst);
+        },
+    );
+    (group, ran, handle)
+}
+
+/// How long the racing thread waits before it acts: 0-975 µs, spread across the deadline.
+fn racing_delay(i: usize) -> Duration {
+    Duration::from_micros((i % 40) as u64 * 25)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_task_is_either_run_or_cancelled_never_both_never_neither() {
     let mut both_sides_won = [0u32; 2];
     for i in 0..iterations(2000) {
-        let group = Group::new();
-        let ran = Arc::new(AtomicBool::new(false));
-        let r = ran.clone();
-        let handle = group.schedule(
-            Instant::now() + Duration::from_micros((i % 50) as u64),
-            async move {
-                r.store(true, Ordering::SeqCst);
-            },
-        );
+        let (group, ran, handle) = racing_task(i);
         let canceller = std::thread::spawn(move || {
-            std::thread::sleep(Duration::from_micros((i % 40) as u64 * 25));
+            std::thread::sleep(racing_delay(i));
             handle.cancel()
         });
         let cancelled = canceller.join().unwrap();
@@ -204,17 +215,9 @@ async fn a_parent_cancelled_from_a_plain_thread_stops_everything() {
 async fn reschedule_racing_with_the_deadline_either_moves_the_task_or_finds_it_started() {
     let mut outcomes = [0u32; 2];
     for i in 0..iterations(2000) {
-        let group = Group::new();
-        let ran = Arc::new(AtomicBool::new(false));
-        let r = ran.clone();
-        let handle = group.schedule(
-            Instant::now() + Duration::from_micros((i % 50) as u64),
-            async move {
-                r.store(true, Ordering::SeqCst);
-            },
-        );
+        let (group, ran, handle) = racing_task(i);
         let mover = std::thread::spawn(move || {
-            std::thread::sleep(Duration::from_micros((i % 40) as u64 * 25));
+            std::thread::sleep(racing_delay(i));
             let moved = handle.reschedule(Instant::now() + Duration::from_secs(3600));
             (moved, handle)
         });
