@@ -104,10 +104,8 @@
 //!   tasks return to baseline after `wait()`, cancellation and dropping every clone:
 //!   `lifecycle::the_monitor_exits_when_runners_take_the_last_tasks_under_a_cap`,
 //!   `cancel::cancelling_every_pending_task_by_handle_lets_the_monitor_exit`,
-//!   `leaks::memory_and_tokio_tasks_return_to_their_baseline`; resident memory returns near
-//!   its baseline after a million tasks are cancelled, once the allocator trims what it keeps:
-//!   `leaks::resident_memory_returns_near_baseline_after_a_million_cancelled_tasks`
-//!   (release mode, `--ignored`).
+//!   `leaks::memory_and_tokio_tasks_return_to_their_baseline`, and at a million tasks,
+//!   `leaks::a_million_cancelled_tasks_give_back_every_byte` (release mode, `--ignored`).
 //! - The counters add up in every snapshot: `stats::*`,
 //!   `stress::counters_add_up_in_every_snapshot_under_load`, `model::*`.
 //! - Any thread can schedule and cancel, with or without a runtime, and another runtime can

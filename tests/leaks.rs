@@ -2,8 +2,8 @@
 //! this process holds and the runtime's live tokio tasks return to their baseline.
 //!
 //! A counting global allocator sees the whole process, so the tests in this file take a lock
-//! and never run beside each other. The resident-memory check with a million tasks is
-//! `#[ignore]`d; run it in release mode:
+//! and never run beside each other. The check with a million tasks is `#[ignore]`d; run it in
+//! release mode:
 //! `cargo test --release --test leaks -- --ignored`.
 
 mod common;
@@ -183,14 +183,18 @@ fn fill(group: &Group, counter: &Arc<AtomicU64>) {
     }
 }
 
-/// glibc keeps freed 32-byte chunks (each task's box) as free memory inside the process rather
-/// than returning them to the OS, so resident memory right after a mass cancel stays at the
-/// boxes' size. Asked with `malloc_trim`, it gives them back; memory still in use (a leak)
-/// could not be given back. So each cycle checks that resident memory returns near its
-/// baseline once the allocator trims.
+/// A million tasks, cancelled, three times over: the heap bytes the process holds return to
+/// their baseline each time (exactly: the counting allocator sees every byte).
+///
+/// Resident memory is printed, not asserted: glibc keeps freed 32-byte chunks (each task's box)
+/// as free memory in the process, and how much of it `malloc_trim` could hand back depends on
+/// where the allocator's heap happens to be fragmented. Measured here: 67 MB resident with a
+/// million pending, 35 MB after the cancel in a first cycle and 60 MB in later ones, with the
+/// heap bytes back at baseline (+0 to +512) every time. (A `malloc_trim(0)` after the cancel
+/// was once measured to bring a first cycle to 3.3 MB and a later one only to 28 MB.)
 #[test]
 #[ignore = "a million tasks: run in release mode with --ignored"]
-fn resident_memory_returns_near_baseline_after_a_million_cancelled_tasks() {
+fn a_million_cancelled_tasks_give_back_every_byte() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_time()
@@ -198,31 +202,35 @@ fn resident_memory_returns_near_baseline_after_a_million_cancelled_tasks() {
         .unwrap();
     rt.block_on(async {
         let counter = Arc::new(AtomicU64::new(0));
+        // Warm up tokio's own structures (timer levels, ...) with one small cycle first.
+        let group = Group::new();
+        group.delay(Duration::from_secs(3600), async {});
+        group.cancel();
+        drop(group);
+        settle().await;
+        let bytes = live_bytes();
         let before = resident_bytes();
         for cycle in 0..3 {
             let group = Group::new();
             fill(&group, &counter);
+            let full_bytes = live_bytes() - bytes;
             let full = resident_bytes();
             assert!(group.cancel());
             drop(group);
             settle().await;
-            let after = resident_bytes();
-            // SAFETY: malloc_trim takes no pointers; it only releases free heap memory.
-            unsafe { libc::malloc_trim(0) };
-            let trimmed = resident_bytes();
+            let kept = live_bytes() - bytes;
             eprintln!(
-                "cycle {cycle}: RSS before {before}, with 1M pending {full}, \
-                 after cancel {after}, after malloc_trim {trimmed}"
+                "cycle {cycle}: heap bytes with 1M pending +{full_bytes}, after cancel +{kept}; \
+                 RSS before {before}, with 1M pending {full}, after cancel {}",
+                resident_bytes()
             );
-            let grown = full.saturating_sub(before);
             assert!(
-                grown > 50_000_000,
-                "the million tasks were resident: {grown}"
+                full_bytes > 50_000_000,
+                "a million tasks were held: {full_bytes}"
             );
-            let kept = trimmed.saturating_sub(before);
             assert!(
-                kept * 10 < grown,
-                "cycle {cycle}: {kept} of {grown} bytes still resident after malloc_trim"
+                kept.abs() <= 1024,
+                "cycle {cycle}: {kept} heap bytes still held after cancelling a million tasks"
             );
         }
     });
