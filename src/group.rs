@@ -22,9 +22,10 @@ use crate::task;
 ///
 /// A group keeps its pending tasks in one deadline-ordered queue and runs one monitor task that
 /// sleeps on a single timer until the earliest deadline. A pending task is a boxed future and
-/// 32 bytes of bookkeeping; it is not a tokio task and has no timer of its own. When tasks fall
-/// due, the monitor starts them in deadline order (ties in the order they were scheduled), as
-/// many as the cap allows; the rest stay queued until a slot frees.
+/// 40 bytes of bookkeeping (8 in its box, 32 in the queue); it is not a tokio task and has no
+/// timer of its own. When tasks fall due, the monitor starts them in deadline order (ties in the
+/// order they were scheduled), as many as the cap allows; the rest stay queued until a slot
+/// frees.
 ///
 /// # Semantics
 ///
