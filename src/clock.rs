@@ -1,16 +1,20 @@
-//! Deadlines as `u64` keys: nanoseconds from the group's creation, order-preserving, saturating.
+//! Deadlines as `u64` keys: nanoseconds from a process-wide base, order-preserving, saturating.
+//!
+//! One base for the whole process makes keys from different groups comparable, which a
+//! limiter shared by several groups needs to pick the earliest deadline among them.
 //!
 //! The heap stores these instead of `Instant` (16 bytes) to keep an entry at 16 bytes. A key is
-//! an `i64` offset from `base` with the sign bit flipped, so deadlines before the group existed
-//! still sort before later ones, and `u64` comparison is time order. Offsets saturate at about
+//! an `i64` offset from `base` with the sign bit flipped, so deadlines before the base still
+//! sort before later ones, and `u64` comparison is time order. Offsets saturate at about
 //! ±292 years: a deadline further out than that waits for 292 years, which is the same thing.
 
+use std::sync::OnceLock;
 use std::time::Duration;
 use tokio::time::Instant;
 
 const SIGN: u64 = 1 << 63;
 
-/// Converts between `Instant`s and queue keys for one group.
+/// Converts between `Instant`s and queue keys.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Clock {
     base: Instant,
@@ -19,6 +23,14 @@ pub(crate) struct Clock {
 impl Clock {
     pub(crate) fn new(base: Instant) -> Self {
         Self { base }
+    }
+
+    /// The clock every group and limiter uses: based on the first instant the crate read.
+    pub(crate) fn process() -> Self {
+        static BASE: OnceLock<std::time::Instant> = OnceLock::new();
+        Self::new(Instant::from_std(
+            *BASE.get_or_init(std::time::Instant::now),
+        ))
     }
 
     /// The key of `at`.

@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 use crate::clock::Clock;
 use crate::error::WaitError;
 use crate::handle::TaskHandle;
+use crate::limiter::Limiter;
 use crate::shared::Shared;
 use crate::stats::Stats;
 use crate::task;
@@ -301,6 +302,19 @@ impl Group {
         self.shared.limit()
     }
 
+    /// Same as [`set_max_concurrent`](Group::set_max_concurrent), under the name
+    /// [`Limiter::set_limit`](crate::Limiter::set_limit) uses.
+    pub fn set_limit(&self, limit: usize) -> bool {
+        self.set_max_concurrent(limit)
+    }
+
+    /// Same as [`max_concurrent`](Group::max_concurrent), under the name
+    /// [`Limiter::limit`](crate::Limiter::limit) uses.
+    #[must_use]
+    pub fn limit(&self) -> usize {
+        self.max_concurrent()
+    }
+
     /// A consistent snapshot of the group's counters.
     #[must_use]
     pub fn stats(&self) -> Stats {
@@ -357,6 +371,7 @@ pub struct Builder {
     parent: Option<CancellationToken>,
     name: Option<Box<str>>,
     runtime: Option<Handle>,
+    limiter: Option<Limiter>,
 }
 
 impl Default for Builder {
@@ -373,6 +388,7 @@ impl Builder {
             parent: None,
             name: None,
             runtime: None,
+            limiter: None,
         }
     }
 
@@ -393,6 +409,14 @@ impl Builder {
     /// A name shown by the group's `Debug`.
     pub fn name(mut self, name: impl Into<String>) -> Self {
         self.name = Some(name.into().into_boxed_str());
+        self
+    }
+
+    /// Joins `limiter`: a task starts only when both this group (its own
+    /// [`max_concurrent`](Builder::max_concurrent)) and the limiter have a free slot. Several
+    /// groups may share one limiter; see [`Limiter`] for how a freed slot is shared out.
+    pub fn limiter(mut self, limiter: &Limiter) -> Self {
+        self.limiter = Some(limiter.clone());
         self
     }
 
@@ -421,21 +445,17 @@ impl Builder {
                 )
             }),
         };
-        // Read the clock in the runtime's context, so a paused clock is honoured.
-        let base = {
-            let _entered = runtime.enter();
-            Instant::now()
-        };
         let token = self
             .parent
             .as_ref()
             .map_or_else(CancellationToken::new, CancellationToken::child_token);
         let shared = Shared::new(
             token,
-            Clock::new(base),
+            Clock::process(),
             runtime,
             self.max_concurrent,
             self.name,
+            self.limiter,
         );
         Group { shared }
     }

@@ -31,6 +31,7 @@
 //! run a waker.
 
 use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use tokio::runtime::Handle;
@@ -41,10 +42,11 @@ use crate::cancel::{self, CancelWatch};
 use crate::clock::Clock;
 use crate::error::WaitError;
 use crate::limit::Cap;
-use crate::monitor;
+use crate::limiter::Limiter;
 use crate::queue::{DeadlineQueue, Drained, Key};
 use crate::stats::{Counters, Stats};
 use crate::task::{BoxTask, Outcome, drop_catching};
+use crate::{monitor, runner};
 
 /// `Monitor::Parked::until` when the monitor has no timer set.
 pub(crate) const NO_TIMER: u64 = u64::MAX;
@@ -111,6 +113,10 @@ pub(crate) struct Shared {
     runtime: Handle,
     /// For `Debug`.
     pub(crate) name: Option<Box<str>>,
+    /// The shared limiter this group's tasks also need a slot of, if any.
+    limiter: Option<Limiter>,
+    /// Unique per group, for the limiter's line.
+    id: u64,
 }
 
 // ===== impl State =====
@@ -154,13 +160,24 @@ impl State {
         }
     }
 
-    /// Takes the earliest due task if a slot is free, and gives it the slot. The caller checked
-    /// that the group is not cancelled.
-    fn start_due(&mut self, now: u64) -> Option<BoxTask> {
+    /// Takes the earliest due task if a slot is free, and gives it the slot: one of the cap's,
+    /// and one of the limiter's if the group has one (else the group waits in the limiter's
+    /// line). The caller checked that the group is not cancelled.
+    fn start_due(&mut self, now: u64, shared: &Arc<Shared>) -> Option<BoxTask> {
         if !self.cap.has_room() {
             return None;
         }
-        let task = self.queue.pop_due(now)?;
+        if let Some(limiter) = &shared.limiter {
+            let head = self.queue.peek_deadline()?;
+            if head > now || !limiter.take_or_wait(shared.id, head, shared) {
+                return None;
+            }
+        }
+        let task = self.queue.pop_due(now);
+        // With a limiter, the head was just peeked as due under this lock, so it is there; a
+        // slot taken for it is never left unused.
+        debug_assert!(task.is_some() || shared.limiter.is_none());
+        let task = task?;
         self.cap.acquire();
         self.counters.pending -= 1;
         Some(task)
@@ -177,7 +194,9 @@ impl Shared {
         runtime: Handle,
         limit: usize,
         name: Option<Box<str>>,
+        limiter: Option<Limiter>,
     ) -> Arc<Self> {
+        static NEXT_ID: AtomicU64 = AtomicU64::new(0);
         let shared = Arc::new(Self {
             state: Mutex::new(State {
                 queue: DeadlineQueue::new(),
@@ -191,6 +210,9 @@ impl Shared {
             clock,
             runtime,
             name,
+            limiter,
+            // Relaxed: only uniqueness matters.
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
         });
         cancel::watch(&shared);
         shared
@@ -360,7 +382,7 @@ impl Shared {
             return Step::Exit;
         }
         while batch.len() < START_BATCH {
-            match state.start_due(now) {
+            match state.start_due(now, self) {
                 Some(task) => batch.push(task),
                 None => break,
             }
@@ -374,8 +396,10 @@ impl Shared {
                 state.monitor = Monitor::Stopped;
                 Step::Exit
             }
-            Some(_) if !state.cap.has_room() => {
-                // Runners free slots and wake us (invariant 5); no timer needed.
+            Some(deadline) if !state.cap.has_room() || deadline <= now => {
+                // Cap full: runners free slots and wake us (invariant 5). Due but no limiter
+                // slot: the group is in the limiter's line, and a grant starts the task.
+                // Either way, no timer.
                 state.monitor = Monitor::Parked { until: NO_TIMER };
                 Step::Park(None)
             }
@@ -407,8 +431,12 @@ impl Shared {
         let mut state = self.lock();
         state.counters.record(outcome);
         state.cap.release();
+        // With a limiter, the freed limiter slot goes to the earliest waiter of all groups,
+        // not to this runner: it exits, and the grant starts whoever is first.
         let next = match now {
-            Some(now) if !self.cancel.is_cancelled() => state.start_due(now),
+            Some(now) if !self.cancel.is_cancelled() && self.limiter.is_none() => {
+                state.start_due(now, self)
+            }
             _ => None,
         };
         // A monitor parked without a timer (cap full) learns of an emptied queue only here:
@@ -423,8 +451,42 @@ impl Shared {
         let idle = next.is_none() && state.is_idle();
         drop(state);
         self.wake(wake);
+        if let Some(limiter) = &self.limiter {
+            limiter.release(1);
+        }
         self.announce_if_idle(idle);
         next
+    }
+
+    /// The limiter granted this group a slot (it was waiting in line). Starts the earliest due
+    /// task with it, or returns `false` if there is none it may start (the caller hands the
+    /// slot on). Called with no lock held.
+    pub(crate) fn on_grant(self: &Arc<Self>) -> bool {
+        let now = self.clock.now();
+        let mut state = self.lock();
+        if self.cancel.is_cancelled() || !state.cap.has_room() {
+            return false;
+        }
+        match state.queue.peek_deadline() {
+            Some(head) if head <= now => {}
+            _ => return false,
+        }
+        let task = state
+            .queue
+            .pop_due(now)
+            .expect("the head was just peeked as due");
+        state.cap.acquire();
+        state.counters.pending -= 1;
+        let wake = if state.queue.is_empty() {
+            state.wake_if_empty()
+        } else {
+            // The next due task, if any, must get back in line: the monitor does that.
+            state.wake_for_top()
+        };
+        drop(state);
+        self.wake(wake);
+        runner::spawn(self, task);
+        true
     }
 }
 
