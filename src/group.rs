@@ -17,6 +17,7 @@ use crate::limiter::Limiter;
 use crate::shared::Shared;
 use crate::stats::Stats;
 use crate::task;
+use crate::throttle::{Throttle, ThrottleOutcome, ThrottleState};
 
 /// A group of futures that run at or after their deadlines, at most
 /// [`max_concurrent`](Builder::max_concurrent) at a time.
@@ -306,6 +307,40 @@ impl Group {
     /// [`Limiter::set_limit`](crate::Limiter::set_limit) uses.
     pub fn set_limit(&self, limit: usize) -> bool {
         self.set_max_concurrent(limit)
+    }
+
+    /// Replaces the throttle [`throttle_down`](Group::throttle_down) and
+    /// [`throttle_up`](Group::throttle_up) use on this group's own cap (by default
+    /// [`Throttle::default`], with the initial cap as the ceiling). A `ceiling` of `None` means
+    /// the cap now.
+    pub fn set_throttle(&self, throttle: Throttle) {
+        self.shared.set_throttle(throttle);
+    }
+
+    /// Steps the group's own cap down as the throttle allows; running tasks are not aborted.
+    /// See [`Throttle`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// use schedgroup::{Group, ThrottleOutcome};
+    ///
+    /// let group = Group::builder().max_concurrent(8).build();
+    /// assert_eq!(group.throttle_down(), ThrottleOutcome::Applied { from: 8, to: 6 });
+    /// assert!(!group.throttle_up().is_applied(), "held for 30 s by default");
+    /// assert_eq!(group.max_concurrent(), 6);
+    /// # }
+    /// ```
+    pub fn throttle_down(&self) -> ThrottleOutcome {
+        self.shared.throttle(ThrottleState::down)
+    }
+
+    /// Steps the group's own cap up as the throttle allows; waiting due tasks start at once.
+    /// See [`Throttle`].
+    pub fn throttle_up(&self) -> ThrottleOutcome {
+        self.shared.throttle(ThrottleState::up)
     }
 
     /// Same as [`max_concurrent`](Group::max_concurrent), under the name

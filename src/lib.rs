@@ -144,9 +144,11 @@ mod runner;
 mod shared;
 mod stats;
 mod task;
+mod throttle;
 
 pub use crate::error::WaitError;
 pub use crate::group::{Builder, Group};
 pub use crate::handle::TaskHandle;
 pub use crate::limiter::{Limiter, LimiterPermit};
 pub use crate::stats::Stats;
+pub use crate::throttle::{Throttle, ThrottleOutcome};

@@ -28,6 +28,8 @@ use tokio::sync::Notify;
 
 use crate::clock::Clock;
 use crate::shared::Shared;
+use crate::throttle::{Throttle, ThrottleOutcome, ThrottleState};
+use tokio::time::Instant;
 
 /// A cap of `N` running tasks shared by every [`Group`](crate::Group) that joins it with
 /// [`Builder::limiter`](crate::Builder::limiter), and by plain work through
@@ -85,6 +87,8 @@ struct Inner {
 
 struct State {
     limit: usize,
+    /// How `throttle_down`/`throttle_up` move `limit`.
+    throttle: ThrottleState,
     running: usize,
     /// Waiters by (deadline key, order of waiting).
     waiters: BTreeMap<(u64, u64), Waiter>,
@@ -166,6 +170,7 @@ impl Limiter {
             inner: Arc::new(Inner {
                 state: Mutex::new(State {
                     limit,
+                    throttle: ThrottleState::new(Throttle::default(), limit),
                     running: 0,
                     waiters: BTreeMap::new(),
                     groups: HashMap::new(),
@@ -226,6 +231,47 @@ impl Limiter {
         drop(state);
         self.deliver(grants);
         old != limit
+    }
+
+    /// Replaces the throttle [`throttle_down`](Limiter::throttle_down) and
+    /// [`throttle_up`](Limiter::throttle_up) use (by default [`Throttle::default`], with the
+    /// initial limit as the ceiling). A `ceiling` of `None` means the limit now. The hold
+    /// starts afresh.
+    pub fn set_throttle(&self, throttle: Throttle) {
+        let mut state = self.lock();
+        state.throttle = ThrottleState::new(throttle, state.limit);
+    }
+
+    /// Steps the limit down, as the throttle allows: for a controller that sees the machine
+    /// overloaded. Running tasks are not aborted. See [`Throttle`].
+    pub fn throttle_down(&self) -> ThrottleOutcome {
+        self.throttle(ThrottleState::down)
+    }
+
+    /// Steps the limit up, as the throttle allows; waiters get the new slots at once. See
+    /// [`Throttle`].
+    pub fn throttle_up(&self) -> ThrottleOutcome {
+        self.throttle(ThrottleState::up)
+    }
+
+    fn throttle(
+        &self,
+        step: fn(&mut ThrottleState, usize, Instant) -> ThrottleOutcome,
+    ) -> ThrottleOutcome {
+        let now = Instant::now();
+        let mut state = self.lock();
+        let limit = state.limit;
+        let outcome = step(&mut state.throttle, limit, now);
+        let grants = match outcome {
+            ThrottleOutcome::Applied { to, .. } => {
+                state.limit = to;
+                state.grant()
+            }
+            _ => Vec::new(),
+        };
+        drop(state);
+        self.deliver(grants);
+        outcome
     }
 
     /// Takes a slot if one is free now.

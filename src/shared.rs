@@ -46,7 +46,9 @@ use crate::limiter::Limiter;
 use crate::queue::{DeadlineQueue, Drained, Key};
 use crate::stats::{Counters, Stats};
 use crate::task::{BoxTask, Outcome, drop_catching};
+use crate::throttle::{Throttle, ThrottleOutcome, ThrottleState};
 use crate::{monitor, runner};
+use tokio::time::Instant;
 
 /// `Monitor::Parked::until` when the monitor has no timer set.
 pub(crate) const NO_TIMER: u64 = u64::MAX;
@@ -93,6 +95,8 @@ pub(crate) struct State {
     counters: Counters,
     /// The monitor's state, for invariants 4 and 5.
     monitor: Monitor,
+    /// How `throttle_down`/`throttle_up` move the cap.
+    throttle: ThrottleState,
 }
 
 /// One group's shared state. Reached through `Arc`s held by `Group` clones, task handles, the
@@ -203,6 +207,7 @@ impl Shared {
                 cap: Cap::new(limit),
                 counters: Counters::default(),
                 monitor: Monitor::Stopped,
+                throttle: ThrottleState::new(Throttle::default(), limit),
             }),
             monitor_wake: Notify::new(),
             idle: Notify::new(),
@@ -339,6 +344,37 @@ impl Shared {
         drop(state);
         self.wake(wake);
         old != limit
+    }
+
+    /// Replaces the throttle; `ceiling: None` means the cap now.
+    pub(crate) fn set_throttle(&self, throttle: Throttle) {
+        let mut state = self.lock();
+        state.throttle = ThrottleState::new(throttle, state.cap.limit());
+    }
+
+    /// Steps the cap with the throttle; raising it starts waiting due tasks.
+    pub(crate) fn throttle(
+        self: &Arc<Self>,
+        step: fn(&mut ThrottleState, usize, Instant) -> ThrottleOutcome,
+    ) -> ThrottleOutcome {
+        let now = Instant::now();
+        let mut state = self.lock();
+        let limit = state.cap.limit();
+        let outcome = step(&mut state.throttle, limit, now);
+        let wake = match outcome {
+            ThrottleOutcome::Applied { to, .. } => {
+                state.cap.set_limit(to);
+                if to > limit {
+                    state.wake_for_top()
+                } else {
+                    Wake::Nothing
+                }
+            }
+            _ => Wake::Nothing,
+        };
+        drop(state);
+        self.wake(wake);
+        outcome
     }
 
     pub(crate) fn limit(&self) -> usize {
