@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 use crate::clock::Clock;
 use crate::error::WaitError;
 use crate::handle::TaskHandle;
+use crate::history::History;
 use crate::limiter::Limiter;
 use crate::shared::Shared;
 use crate::stats::Stats;
@@ -348,6 +349,15 @@ impl Group {
     #[must_use]
     pub fn limit(&self) -> usize {
         self.max_concurrent()
+    }
+
+    /// What the group is doing now and did over the last 10 s, 1 min and 5 min: running,
+    /// waiting for a slot (due but not started; counting them is O(pending)), the cap, and per
+    /// window the peak and time-weighted mean of running, tasks started and ended. See
+    /// [`History`].
+    #[must_use]
+    pub fn history(&self) -> History {
+        self.shared.history()
     }
 
     /// A consistent snapshot of the group's counters.

@@ -27,6 +27,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use tokio::sync::Notify;
 
 use crate::clock::Clock;
+use crate::history::{Activity, History};
 use crate::shared::Shared;
 use crate::throttle::{Throttle, ThrottleOutcome, ThrottleState};
 use tokio::time::Instant;
@@ -89,6 +90,8 @@ struct State {
     limit: usize,
     /// How `throttle_down`/`throttle_up` move `limit`.
     throttle: ThrottleState,
+    /// Slots taken and freed, for `history()`.
+    activity: Activity,
     running: usize,
     /// Waiters by (deadline key, order of waiting).
     waiters: BTreeMap<(u64, u64), Waiter>,
@@ -137,6 +140,12 @@ impl State {
         }
     }
 
+    /// Takes a slot (the caller checked there is one).
+    fn take(&mut self) {
+        self.running += 1;
+        self.activity.start(Clock::process().now());
+    }
+
     /// Invariant 2: hands free slots to the earliest waiters.
     fn grant(&mut self) -> Grants {
         let mut grants = Vec::new();
@@ -147,7 +156,7 @@ impl State {
             if let Waiter::Group { id, .. } = &waiter {
                 self.groups.remove(id);
             }
-            self.running += 1;
+            self.take();
             grants.push(waiter);
         }
         grants
@@ -171,6 +180,7 @@ impl Limiter {
                 state: Mutex::new(State {
                     limit,
                     throttle: ThrottleState::new(Throttle::default(), limit),
+                    activity: Activity::new(),
                     running: 0,
                     waiters: BTreeMap::new(),
                     groups: HashMap::new(),
@@ -278,7 +288,7 @@ impl Limiter {
     pub fn try_acquire(&self) -> Option<LimiterPermit> {
         let mut state = self.lock();
         (state.running < state.limit).then(|| {
-            state.running += 1;
+            state.take();
             LimiterPermit {
                 limiter: self.clone(),
             }
@@ -314,7 +324,7 @@ impl Limiter {
         let ticket = {
             let mut state = self.lock();
             if state.running < state.limit {
-                state.running += 1;
+                state.take();
                 return LimiterPermit {
                     limiter: self.clone(),
                 };
@@ -355,7 +365,7 @@ impl Limiter {
     pub(crate) fn take_or_wait(&self, id: u64, deadline: u64, shared: &Arc<Shared>) -> bool {
         let mut state = self.lock();
         if state.running < state.limit {
-            state.running += 1;
+            state.take();
             state.remove_group(id);
             return true;
         }
@@ -381,15 +391,42 @@ impl Limiter {
     /// Frees `count` slots and delivers them to waiters. Never called under a group's lock.
     pub(crate) fn release(&self, count: usize) {
         let mut count = count;
+        // The first round frees slots that were used; later rounds hand back grants nobody
+        // could use, which history should not count as tasks.
+        let mut used = true;
         while count > 0 {
+            let now = Clock::process().now();
             let mut state = self.lock();
             state.running = state
                 .running
                 .checked_sub(count)
                 .expect("released more limiter slots than were taken");
+            for _ in 0..count {
+                if used {
+                    state.activity.finish(now);
+                } else {
+                    state.activity.unstart(now);
+                }
+            }
             let grants = state.grant();
             drop(state);
             count = self.deliver(grants);
+            used = false;
+        }
+    }
+
+    /// What the limiter is doing now and did over the last 10 s, 1 min and 5 min: slots taken,
+    /// waiters in line, the limit, and per window the peak and time-weighted mean of slots
+    /// taken, slots taken and freed. See [`History`].
+    #[must_use]
+    pub fn history(&self) -> History {
+        let now = Clock::process().now();
+        let mut state = self.lock();
+        History {
+            running: state.running,
+            waiting: state.waiters.len(),
+            limit: state.limit,
+            windows: state.activity.windows(now),
         }
     }
 

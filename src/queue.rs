@@ -277,6 +277,14 @@ impl<T: Stamped> DeadlineQueue<T> {
         Some(self.vacate(slot))
     }
 
+    /// How many values are due at `now`. O(heap length): for snapshots, not hot paths.
+    pub(crate) fn count_due(&self, now: u64) -> usize {
+        self.heap
+            .iter()
+            .filter(|entry| entry.deadline <= now && Self::is_live(&self.slots, entry))
+            .count()
+    }
+
     /// Removes every value, in no particular order, and leaves the queue empty. Keys handed out
     /// before stay dead.
     ///

@@ -41,6 +41,7 @@ use tokio_util::sync::CancellationToken;
 use crate::cancel::{self, CancelWatch};
 use crate::clock::Clock;
 use crate::error::WaitError;
+use crate::history::{Activity, History};
 use crate::limit::Cap;
 use crate::limiter::Limiter;
 use crate::queue::{DeadlineQueue, Drained, Key};
@@ -97,6 +98,8 @@ pub(crate) struct State {
     monitor: Monitor,
     /// How `throttle_down`/`throttle_up` move the cap.
     throttle: ThrottleState,
+    /// Starts and ends of tasks, for `history()`.
+    activity: Activity,
 }
 
 /// One group's shared state. Reached through `Arc`s held by `Group` clones, task handles, the
@@ -183,6 +186,7 @@ impl State {
         debug_assert!(task.is_some() || shared.limiter.is_none());
         let task = task?;
         self.cap.acquire();
+        self.activity.start(now);
         self.counters.pending -= 1;
         Some(task)
     }
@@ -208,6 +212,7 @@ impl Shared {
                 counters: Counters::default(),
                 monitor: Monitor::Stopped,
                 throttle: ThrottleState::new(Throttle::default(), limit),
+                activity: Activity::new(),
             }),
             monitor_wake: Notify::new(),
             idle: Notify::new(),
@@ -381,6 +386,17 @@ impl Shared {
         self.lock().cap.limit()
     }
 
+    pub(crate) fn history(&self) -> History {
+        let now = self.clock.now();
+        let mut state = self.lock();
+        History {
+            running: state.cap.running(),
+            waiting: state.queue.count_due(now),
+            limit: state.cap.limit(),
+            windows: state.activity.windows(now),
+        }
+    }
+
     pub(crate) fn stats(&self) -> Stats {
         let state = self.lock();
         state.counters.snapshot(state.cap.running())
@@ -464,9 +480,11 @@ impl Shared {
     /// runner the next task due by then, keeping the slot; otherwise (or if none is due) frees
     /// the slot and returns `None`.
     pub(crate) fn finish(self: &Arc<Self>, outcome: Outcome, now: Option<u64>) -> Option<BoxTask> {
+        let ended = now.unwrap_or_else(|| self.clock.now());
         let mut state = self.lock();
         state.counters.record(outcome);
         state.cap.release();
+        state.activity.finish(ended);
         // With a limiter, the freed limiter slot goes to the earliest waiter of all groups,
         // not to this runner: it exits, and the grant starts whoever is first.
         let next = match now {
@@ -512,6 +530,7 @@ impl Shared {
             .pop_due(now)
             .expect("the head was just peeked as due");
         state.cap.acquire();
+        state.activity.start(now);
         state.counters.pending -= 1;
         let wake = if state.queue.is_empty() {
             state.wake_if_empty()

@@ -319,3 +319,58 @@ async fn eight_groups_under_random_load_keep_k_and_n_on_every_start() {
     assert!(all.max() <= N);
     assert_eq!((limiter.running(), limiter.waiting()), (0, 0));
 }
+
+#[tokio::test(start_paused = true)]
+async fn history_counts_then_rolls_off_for_groups_and_their_limiter() {
+    let limiter = Limiter::new(3);
+    let (a, b) = (group(2, &limiter), group(2, &limiter));
+    for g in [&a, &b] {
+        for _ in 0..4 {
+            g.delay(Duration::ZERO, async {
+                tokio::time::sleep(Duration::from_secs(2)).await;
+            });
+        }
+    }
+    settle().await;
+    let now = limiter.history();
+    assert_eq!((now.running, now.limit), (3, 3));
+    assert_eq!(
+        now.waiting, 1,
+        "the group with a free slot of its own waits in line"
+    );
+    let ha = a.history();
+    assert_eq!(ha.running + b.history().running, 3);
+    assert!(
+        ha.waiting >= 2,
+        "a's other due tasks wait for a slot: {}",
+        ha.waiting
+    );
+    for g in [&a, &b] {
+        g.wait().await.unwrap();
+    }
+    let l = limiter.history();
+    assert_eq!((l.running, l.waiting), (0, 0));
+    assert_eq!(
+        (
+            l.windows[0].started,
+            l.windows[0].completed,
+            l.windows[0].peak_running
+        ),
+        (8, 8, 3)
+    );
+    assert_eq!(a.history().windows[0].started, 4);
+    // 15 s later the 10 s window is empty; the 1 min window still has everything.
+    tokio::time::advance(Duration::from_secs(15)).await;
+    let l = limiter.history();
+    assert_eq!((l.windows[0].started, l.windows[0].peak_running), (0, 0));
+    assert_eq!(l.windows[0].mean_running, 0.0);
+    assert_eq!((l.windows[1].started, l.windows[1].peak_running), (8, 3));
+    // 16 task-seconds over a minute.
+    assert!(
+        (l.windows[1].mean_running - 16.0 / 60.0).abs() < 0.01,
+        "{}",
+        l.windows[1].mean_running
+    );
+    tokio::time::advance(Duration::from_secs(300)).await;
+    assert_eq!(limiter.history().windows[2].started, 0, "gone from 5 min");
+}
