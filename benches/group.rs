@@ -1,5 +1,6 @@
 //! Criterion benches of the group's own operations: schedule, cancel and reschedule by handle,
-//! draining due tasks with and without a cap, and scheduling cost as the queue grows.
+//! draining due tasks with and without a cap, scheduling cost as the queue grows, and the cost
+//! a shared limiter adds per task start.
 //!
 //! ```text
 //! cargo bench --bench group
@@ -14,7 +15,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant as StdInstant};
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use schedgroup::{Group, TaskHandle};
+use schedgroup::{Group, Limiter, TaskHandle};
 use tokio::runtime::Runtime;
 
 const HOUR: Duration = Duration::from_secs(3600);
@@ -196,5 +197,62 @@ fn growth(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, schedule, handles, drain, growth);
+/// The cost a shared limiter adds per task start: 10,000 due tasks drained by one group capped
+/// at 16, then the same with a limiter of 16 as well, then spread over 4 groups sharing it.
+fn limiter(c: &mut Criterion) {
+    const N: u64 = 10_000;
+    let rt = runtime();
+    let counter = Arc::new(AtomicU64::new(0));
+    let mut g = c.benchmark_group("drain_due_limiter");
+    g.sample_size(20);
+    g.throughput(Throughput::Elements(N));
+    for (name, groups, with_limiter) in [
+        ("one_group_cap_16", 1u64, false),
+        ("one_group_cap_16_limiter_16", 1, true),
+        ("four_groups_cap_16_limiter_16", 4, true),
+    ] {
+        g.bench_function(name, |b| {
+            b.iter_custom(|iters| {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    // Paused (limit 0) while the tasks are queued, so only the drain is timed.
+                    let shared = Limiter::new(0);
+                    let members: Vec<Group> = (0..groups)
+                        .map(|_| {
+                            let mut builder = Group::builder().runtime(rt.handle().clone());
+                            if with_limiter {
+                                builder = builder.limiter(&shared);
+                            }
+                            builder
+                                .max_concurrent(if with_limiter { 16 } else { 0 })
+                                .build()
+                        })
+                        .collect();
+                    for i in 0..N {
+                        let counter = counter.clone();
+                        members[(i % groups) as usize].delay(Duration::ZERO, async move {
+                            counter.fetch_add(1, Ordering::Relaxed);
+                        });
+                    }
+                    let start = StdInstant::now();
+                    if with_limiter {
+                        shared.set_limit(16);
+                    } else {
+                        members[0].set_max_concurrent(16);
+                    }
+                    rt.block_on(async {
+                        for m in &members {
+                            m.wait().await.unwrap();
+                        }
+                    });
+                    total += start.elapsed();
+                }
+                total
+            });
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, schedule, handles, drain, growth, limiter);
 criterion_main!(benches);

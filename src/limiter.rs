@@ -388,6 +388,27 @@ impl Limiter {
         false
     }
 
+    /// A group's runner finished a task and its group's next task is due at `deadline`: keeps
+    /// the runner's slot for it if no one in line comes first (an earlier deadline, or an equal
+    /// one that has been waiting). Called under the group's lock (group → limiter).
+    pub(crate) fn keep_for(&self, id: u64, deadline: u64) -> bool {
+        let mut state = self.lock();
+        // `running` includes this runner's slot: keeping it must not exceed a lowered limit.
+        let keep = state.running <= state.limit
+            && match state.waiters.first_key_value() {
+                None => true,
+                Some((_, Waiter::Group { id: first, .. })) if *first == id => true,
+                Some((&(first, _), _)) => first > deadline,
+            };
+        if keep {
+            state.remove_group(id);
+            let now = Clock::process().now();
+            state.activity.finish(now);
+            state.activity.start(now);
+        }
+        keep
+    }
+
     /// Frees `count` slots and delivers them to waiters. Never called under a group's lock.
     pub(crate) fn release(&self, count: usize) {
         let mut count = count;

@@ -167,6 +167,31 @@ impl State {
         }
     }
 
+    /// A runner that holds a limiter slot finished its task: hands it the group's next due
+    /// task if the cap has room and the limiter lets it keep the slot (no one in line first).
+    fn continue_with_limiter(
+        &mut self,
+        now: u64,
+        limiter: &Limiter,
+        shared: &Shared,
+    ) -> Option<BoxTask> {
+        if !self.cap.has_room() {
+            return None;
+        }
+        let head = self.queue.peek_deadline()?;
+        if head > now || !limiter.keep_for(shared.id, head) {
+            return None;
+        }
+        let task = self
+            .queue
+            .pop_due(now)
+            .expect("the head was just peeked as due");
+        self.cap.acquire();
+        self.activity.start(now);
+        self.counters.pending -= 1;
+        Some(task)
+    }
+
     /// Takes the earliest due task if a slot is free, and gives it the slot: one of the cap's,
     /// and one of the limiter's if the group has one (else the group waits in the limiter's
     /// line). The caller checked that the group is not cancelled.
@@ -485,11 +510,12 @@ impl Shared {
         state.counters.record(outcome);
         state.cap.release();
         state.activity.finish(ended);
-        // With a limiter, the freed limiter slot goes to the earliest waiter of all groups,
-        // not to this runner: it exits, and the grant starts whoever is first.
-        let next = match now {
-            Some(now) if !self.cancel.is_cancelled() && self.limiter.is_none() => {
-                state.start_due(now, self)
+        // With a limiter, the runner keeps its limiter slot only for a task no one in the
+        // limiter's line comes before; otherwise it frees the slot (below) for whoever is first.
+        let next = match (now, &self.limiter) {
+            (Some(now), None) if !self.cancel.is_cancelled() => state.start_due(now, self),
+            (Some(now), Some(limiter)) if !self.cancel.is_cancelled() => {
+                state.continue_with_limiter(now, limiter, self)
             }
             _ => None,
         };
@@ -505,7 +531,7 @@ impl Shared {
         let idle = next.is_none() && state.is_idle();
         drop(state);
         self.wake(wake);
-        if let Some(limiter) = &self.limiter {
+        if let (None, Some(limiter)) = (&next, &self.limiter) {
             limiter.release(1);
         }
         self.announce_if_idle(idle);

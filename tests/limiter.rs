@@ -68,10 +68,13 @@ async fn the_earliest_deadline_among_all_groups_wins_a_freed_slot() {
     b.delay(ms(20), log.task("b", ms(1)));
     c.delay(ms(10), log.task("c", ms(1)));
     b.delay(ms(15), log.task("b-earlier", ms(1)));
+    // When "a" ends, a's runner may keep its slot only for a task no one in line precedes:
+    // a's next task (17) comes after c (10) and b-earlier (15), before b (20).
+    a.delay(ms(17), log.task("a-next", ms(1)));
     for g in [&a, &b, &c] {
         g.wait().await.unwrap();
     }
-    assert_eq!(log.names(), ["a", "c", "b-earlier", "b"]);
+    assert_eq!(log.names(), ["a", "c", "b-earlier", "a-next", "b"]);
 }
 
 #[tokio::test(start_paused = true)]
