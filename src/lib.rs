@@ -28,6 +28,13 @@
 //! # }
 //! ```
 //!
+//! Groups that share a machine can share a [`Limiter`] too: a pool of `N` running tasks of
+//! which each group takes at most its own `k`, the earliest deadline first. A controller can
+//! change limits at run time ([`Limiter::set_limit`], [`Limiter::throttle_down`] and
+//! [`throttle_up`](Limiter::throttle_up) within a [`Throttle`]'s floor, ceiling and hold), and a
+//! dashboard can show [`History`]: running, waiting and limit now, and over the last 10 s, 1 min
+//! and 5 min the peak and mean running, tasks started and ended.
+//!
 //! # What a pending task costs
 //!
 //! A pending task is its boxed future, an 8-byte stamp in the same box, and 32 bytes in the
@@ -112,6 +119,23 @@
 //! - Any thread can schedule and cancel, with or without a runtime, and another runtime can
 //!   wait: `lifecycle::plain_threads_schedule_and_cancel_without_a_runtime_context`,
 //!   `faults::a_group_built_on_one_runtime_is_used_from_another`.
+//! - With a [`Limiter`], no group exceeds its `k` and all together never exceed `N`:
+//!   `limiter::k_per_group_and_n_overall_are_never_exceeded`,
+//!   `limiter::eight_groups_under_random_load_keep_k_and_n_on_every_start`.
+//! - A freed limiter slot goes to the earliest deadline among every group and `acquire()` in
+//!   line, ties to whoever waited first; a group at its own cap holds no slot back:
+//!   `limiter::the_earliest_deadline_among_all_groups_wins_a_freed_slot`,
+//!   `limiter::equal_deadlines_go_to_the_group_that_started_waiting_first`,
+//!   `limiter::acquire_waits_in_the_same_line_as_the_groups`,
+//!   `limiter::a_group_at_its_own_cap_holds_no_slot_back_from_others`.
+//! - Limiter limits change at run time (raising starts waiters at once, lowering aborts
+//!   nothing, 0 pauses), and no limiter slot is ever leaked:
+//!   `limiter::limiter_limits_change_at_run_time`,
+//!   `limiter::a_dropped_acquire_gives_up_its_place_and_leaks_no_slot`,
+//!   `limiter::cancelled_or_dropped_groups_in_line_leak_no_slot`.
+//! - Throttling follows its step, floor, ceiling and hold rules and says why it refuses:
+//!   `throttle::*`.
+//! - History counts and rolls off its windows: `limiter::history_counts_then_rolls_off_for_groups_and_their_limiter`.
 //! - A runtime shutdown cancels the group instead of hanging `wait()`:
 //!   `lifecycle::runtime_shutdown_with_pending_and_running_tasks_cancels_the_group`.
 //!

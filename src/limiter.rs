@@ -45,7 +45,15 @@ use tokio::time::Instant;
 /// have a due task waiting for this limiter, the one whose earliest due task has the earliest
 /// deadline, and [`acquire`](Limiter::acquire) callers, whose deadline is the moment they called.
 /// Equal deadlines go to whoever started waiting first. A group that is at its own cap does not
-/// wait on the limiter (it could not use a slot), so it holds no slot back from others.
+/// wait on the limiter (it could not use a slot), so it holds no slot back from others. A
+/// runner whose task ends keeps its slot for its own group's next due task only when no one in
+/// line comes before that task.
+///
+/// What this guarantees: a waiting task is overtaken only by tasks with an earlier deadline
+/// (or an equal one that was waiting first). So no group starves another as long as deadlines
+/// are not set in the past: a task that is due waits at most for the tasks that were due
+/// before it and the slots to work through them. (A stream of tasks scheduled with deadlines
+/// in the past, earlier than a waiting task's, does go first, by design.)
 ///
 /// Clones share the limiter.
 ///
