@@ -315,7 +315,14 @@ async fn eight_groups_under_random_load_keep_k_and_n_on_every_start() {
             .await
             .expect("a group stalled: a limiter slot or grant was lost")
             .unwrap();
-        assert_adds_up(g.stats());
+        let s = g.stats();
+        assert_adds_up(s);
+        assert_eq!(s.scheduled, per_group as u64);
+        assert_eq!(
+            s.completed + s.cancelled,
+            s.scheduled,
+            "every task ran or was cancelled"
+        );
         assert!(mine.max() <= *k);
     }
     assert_eq!(violations.load(Ordering::SeqCst), 0);
