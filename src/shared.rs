@@ -167,21 +167,19 @@ impl State {
         }
     }
 
-    /// A runner that holds a limiter slot finished its task: hands it the group's next due
-    /// task if the cap has room and the limiter lets it keep the slot (no one in line first).
-    fn continue_with_limiter(
-        &mut self,
-        now: u64,
-        limiter: &Limiter,
-        shared: &Shared,
-    ) -> Option<BoxTask> {
+    /// Starts the earliest task if it is due at `now`, the cap has room, and `slot` (asked with
+    /// its deadline) provides whatever else it needs, such as a limiter slot: takes it out of
+    /// the queue with a slot of the cap. The caller checked that the group is not cancelled.
+    fn start_head(&mut self, now: u64, slot: impl FnOnce(u64) -> bool) -> Option<BoxTask> {
         if !self.cap.has_room() {
             return None;
         }
         let head = self.queue.peek_deadline()?;
-        if head > now || !limiter.keep_for(shared.id, head) {
+        if head > now || !slot(head) {
             return None;
         }
+        // The head was just peeked as due under this lock, so it is there: a limiter slot
+        // taken for it is never left unused.
         let task = self
             .queue
             .pop_due(now)
@@ -192,28 +190,15 @@ impl State {
         Some(task)
     }
 
-    /// Takes the earliest due task if a slot is free, and gives it the slot: one of the cap's,
-    /// and one of the limiter's if the group has one (else the group waits in the limiter's
-    /// line). The caller checked that the group is not cancelled.
+    /// Starts the earliest due task if both the cap and the group's limiter, if any, have a
+    /// slot; else the group waits in the limiter's line.
     fn start_due(&mut self, now: u64, shared: &Arc<Shared>) -> Option<BoxTask> {
-        if !self.cap.has_room() {
-            return None;
-        }
-        if let Some(limiter) = &shared.limiter {
-            let head = self.queue.peek_deadline()?;
-            if head > now || !limiter.take_or_wait(shared.id, head, shared) {
-                return None;
-            }
-        }
-        let task = self.queue.pop_due(now);
-        // With a limiter, the head was just peeked as due under this lock, so it is there; a
-        // slot taken for it is never left unused.
-        debug_assert!(task.is_some() || shared.limiter.is_none());
-        let task = task?;
-        self.cap.acquire();
-        self.activity.start(now);
-        self.counters.pending -= 1;
-        Some(task)
+        self.start_head(now, |head| {
+            shared
+                .limiter
+                .as_ref()
+                .is_none_or(|limiter| limiter.take_or_wait(shared.id, head, shared))
+        })
     }
 }
 
@@ -515,7 +500,7 @@ impl Shared {
         let next = match (now, &self.limiter) {
             (Some(now), None) if !self.cancel.is_cancelled() => state.start_due(now, self),
             (Some(now), Some(limiter)) if !self.cancel.is_cancelled() => {
-                state.continue_with_limiter(now, limiter, self)
+                state.start_head(now, |head| limiter.keep_for(self.id, head))
             }
             _ => None,
         };
@@ -544,20 +529,13 @@ impl Shared {
     pub(crate) fn on_grant(self: &Arc<Self>) -> bool {
         let now = self.clock.now();
         let mut state = self.lock();
-        if self.cancel.is_cancelled() || !state.cap.has_room() {
+        if self.cancel.is_cancelled() {
             return false;
         }
-        match state.queue.peek_deadline() {
-            Some(head) if head <= now => {}
-            _ => return false,
-        }
-        let task = state
-            .queue
-            .pop_due(now)
-            .expect("the head was just peeked as due");
-        state.cap.acquire();
-        state.activity.start(now);
-        state.counters.pending -= 1;
+        // The limiter slot is already ours.
+        let Some(task) = state.start_head(now, |_| true) else {
+            return false;
+        };
         let wake = if state.queue.is_empty() {
             state.wake_if_empty()
         } else {
