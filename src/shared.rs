@@ -312,11 +312,27 @@ impl Shared {
 
     /// Cancels the group. `true` if it was not cancelled before this call.
     pub(crate) fn cancel(&self) -> bool {
-        // Flag first (invariant 6), then drain, then the token, which tells everyone else.
+        self.cancel_and_drain(false)
+    }
+
+    /// The one cancellation sequence: the flag first (invariant 6), then the drain, then the
+    /// token (which tells everyone else), then the drained futures are dropped outside the
+    /// lock. `monitor_exits`: the caller is the monitor, exiting or dropped by the runtime, so
+    /// it is marked stopped in the drain's critical section; otherwise it is notified so that it
+    /// can exit. Returns `true` if this call set the flag.
+    fn cancel_and_drain(&self, monitor_exits: bool) -> bool {
         let first = self.cancel.mark();
-        let tasks = self.lock().queue.drain();
+        let tasks = {
+            let mut state = self.lock();
+            if monitor_exits {
+                state.monitor = Monitor::Stopped;
+            }
+            state.queue.drain()
+        };
         self.cancel.token().cancel();
-        self.monitor_wake.notify_one();
+        if !monitor_exits {
+            self.monitor_wake.notify_one();
+        }
         self.drop_cancelled(tasks);
         first
     }
@@ -327,7 +343,7 @@ impl Shared {
         self.monitor_wake.notify_one();
     }
 
-    /// Drops futures taken out by `begin_cancel` and moves them from pending to cancelled.
+    /// Drops futures drained for cancellation and moves them from pending to cancelled.
     fn drop_cancelled(&self, tasks: Drained<BoxTask>) {
         let count = tasks.len() as u64;
         for task in tasks {
@@ -435,14 +451,11 @@ impl Shared {
     /// One step of the monitor: start what is due (up to `START_BATCH`, into `batch`), or say
     /// how long to park, or that it is done.
     pub(crate) fn monitor_step(self: &Arc<Self>, now: u64, batch: &mut Vec<BoxTask>) -> Step {
-        let mut state = self.lock();
         if self.cancel.is_cancelled() {
-            state.monitor = Monitor::Stopped;
-            let tasks = state.queue.drain();
-            drop(state);
-            self.drop_cancelled(tasks);
+            self.cancel_and_drain(true);
             return Step::Exit;
         }
+        let mut state = self.lock();
         while batch.len() < START_BATCH {
             match state.start_due(now, self) {
                 Some(task) => batch.push(task),
@@ -475,13 +488,7 @@ impl Shared {
     /// The runtime dropped the monitor without letting it finish: it is shutting down, so
     /// nothing pending can ever run. Cancel the group rather than leave `wait()` hanging.
     pub(crate) fn monitor_dropped(&self) {
-        self.cancel.mark();
-        let mut state = self.lock();
-        state.monitor = Monitor::Stopped;
-        let tasks = state.queue.drain();
-        drop(state);
-        self.cancel.token().cancel();
-        self.drop_cancelled(tasks);
+        self.cancel_and_drain(true);
     }
 
     // ----- a runner's side -----
@@ -497,11 +504,11 @@ impl Shared {
         state.activity.finish(ended);
         // With a limiter, the runner keeps its limiter slot only for a task no one in the
         // limiter's line comes before; otherwise it frees the slot (below) for whoever is first.
-        let next = match (now, &self.limiter) {
-            (Some(now), None) if !self.cancel.is_cancelled() => state.start_due(now, self),
-            (Some(now), Some(limiter)) if !self.cancel.is_cancelled() => {
-                state.start_head(now, |head| limiter.keep_for(self.id, head))
-            }
+        let next = match now {
+            Some(now) if !self.cancel.is_cancelled() => match &self.limiter {
+                None => state.start_due(now, self),
+                Some(limiter) => state.start_head(now, |head| limiter.keep_for(self.id, head)),
+            },
             _ => None,
         };
         // A monitor parked without a timer (cap full) learns of an emptied queue only here:
