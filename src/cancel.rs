@@ -23,8 +23,6 @@ use std::task::{Context, Wake, Waker};
 use tokio::sync::Notify;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
-use crate::shared::Shared;
-
 /// The group's view of its token.
 #[derive(Debug)]
 pub(crate) struct CancelWatch {
@@ -74,10 +72,17 @@ impl CancelWatch {
     }
 }
 
-/// The waker the token wakes.
-pub(crate) struct Hook(Weak<Shared>);
+/// What the hook needs of the group it watches for.
+pub(crate) trait Watched: Send + Sync + 'static {
+    fn watch(&self) -> &CancelWatch;
+    /// The token was cancelled and the flag is set: called once, on the cancelling thread.
+    fn on_cancelled(&self);
+}
 
-impl Wake for Hook {
+/// The waker the token wakes.
+pub(crate) struct Hook<S>(Weak<S>);
+
+impl<S: Watched> Wake for Hook<S> {
     fn wake(self: Arc<Self>) {
         self.wake_by_ref();
     }
@@ -92,8 +97,8 @@ impl Wake for Hook {
 /// Registers the hook on the group's token, or, if the token is cancelled, marks the group.
 /// Called once when the group is built, and again by the hook itself each time it is woken (a
 /// wake without cancellation only re-registers).
-pub(crate) fn arm(shared: &Arc<Shared>, hook: Arc<Hook>) {
-    let watch = &shared.cancel;
+pub(crate) fn arm<S: Watched>(shared: &Arc<S>, hook: Arc<Hook<S>>) {
+    let watch = shared.watch();
     let mut slot = watch.hook.lock().unwrap_or_else(PoisonError::into_inner);
     if slot.is_none() && !watch.is_cancelled() {
         *slot = Some(Box::pin(watch.token.clone().cancelled_owned()));
@@ -118,6 +123,6 @@ pub(crate) fn arm(shared: &Arc<Shared>, hook: Arc<Hook>) {
 }
 
 /// Arms a new group's hook.
-pub(crate) fn watch(shared: &Arc<Shared>) {
+pub(crate) fn watch<S: Watched>(shared: &Arc<S>) {
     arm(shared, Arc::new(Hook(Arc::downgrade(shared))));
 }

@@ -500,7 +500,9 @@ impl Builder {
             runtime,
             self.max_concurrent,
             self.name,
-            self.limiter,
+            self.limiter
+                .as_ref()
+                .map(|limiter| limiter.domain().clone()),
         );
         Group { shared }
     }

@@ -152,14 +152,6 @@ impl Activity {
         bucket.peak = bucket.peak.max(running);
     }
 
-    /// A start recorded at `now` did not happen after all (a limiter slot handed on unused).
-    pub(crate) fn unstart(&mut self, now: u64) {
-        self.advance(now);
-        self.running = self.running.saturating_sub(1);
-        let bucket = self.bucket(now / SECOND);
-        bucket.started = bucket.started.saturating_sub(1);
-    }
-
     /// A running task ended at `now`.
     pub(crate) fn finish(&mut self, now: u64) {
         self.advance(now);

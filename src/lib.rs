@@ -157,15 +157,16 @@
 
 mod cancel;
 mod clock;
+mod driver;
 mod error;
 mod group;
 mod handle;
 mod history;
 mod limit;
 mod limiter;
-mod monitor;
+mod ops;
+mod pool;
 mod queue;
-mod runner;
 mod shared;
 mod stats;
 mod task;

@@ -1,36 +1,21 @@
 //! [`Limiter`]: a cap on running tasks shared by several groups, and by plain work.
 //!
-//! # Invariants
-//!
-//! Guarded by `Inner::state`:
-//!
-//! 1. `running` counts slots taken: by a group's running task, by a [`LimiterPermit`], or
-//!    granted to a waiter and on their way to it.
-//! 2. `running < limit` implies no waiter: a slot that frees is granted to the earliest waiter
-//!    in the same critical section.
-//! 3. A group has at most one waiter entry, keyed by its earliest due task's deadline and the
-//!    order in which it started waiting; `groups` maps the group to that key.
-//!
-//! # Lock ordering
-//!
-//! A group may lock the limiter while holding its own lock (group → limiter), never the other
-//! way. Grants are therefore delivered after the limiter's lock is released, to a group whose
-//! lock the deliverer does not hold: [`Limiter::release`] is never called under a group's lock.
-//! A grant a group cannot use (nothing due any more, its own cap full, cancelled, dropped) is
-//! handed straight back and goes to the next waiter.
+//! A limiter is a shared [`Pool`](crate::pool): the groups that join it are its members and
+//! `acquire()` callers wait in the same line. Every rule of who gets a slot lives in the pool;
+//! this file is the public face and the permits.
 
-use std::collections::{BTreeMap, HashMap};
 use std::fmt;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
 
-use tokio::sync::Notify;
+use tokio::time::Instant;
 
 use crate::clock::Clock;
-use crate::history::{Activity, History};
-use crate::shared::Shared;
+use crate::driver::apply;
+use crate::history::History;
+use crate::pool::{Place, Pool};
+use crate::shared::{Domain, Ticket, lock};
 use crate::throttle::{Throttle, ThrottleOutcome, ThrottleState};
-use tokio::time::Instant;
 
 /// A cap of `N` running tasks shared by every [`Group`](crate::Group) that joins it with
 /// [`Builder::limiter`](crate::Builder::limiter), and by plain work through
@@ -87,36 +72,7 @@ use tokio::time::Instant;
 /// ```
 #[derive(Clone)]
 pub struct Limiter {
-    inner: Arc<Inner>,
-}
-
-struct Inner {
-    state: Mutex<State>,
-}
-
-struct State {
-    limit: usize,
-    /// How `throttle_down`/`throttle_up` move `limit`.
-    throttle: ThrottleState,
-    /// Slots taken and freed, for `history()`.
-    activity: Activity,
-    running: usize,
-    /// Waiters by (deadline key, order of waiting).
-    waiters: BTreeMap<(u64, u64), Waiter>,
-    /// Each waiting group's key in `waiters`, by group id.
-    groups: HashMap<u64, (u64, u64)>,
-    next_seq: u64,
-}
-
-enum Waiter {
-    Group { id: u64, shared: Weak<Shared> },
-    Acquire(Arc<Ticket>),
-}
-
-/// An `acquire()` caller's place in line.
-struct Ticket {
-    granted: AtomicBool,
-    notify: Notify,
+    domain: Arc<Domain>,
 }
 
 /// A slot of a [`Limiter`], taken by [`Limiter::acquire`] or [`Limiter::try_acquire`];
@@ -128,46 +84,13 @@ pub struct LimiterPermit {
 
 impl Drop for LimiterPermit {
     fn drop(&mut self) {
-        self.limiter.release(1);
+        self.limiter.release();
     }
 }
 
 impl fmt::Debug for LimiterPermit {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("LimiterPermit").finish_non_exhaustive()
-    }
-}
-
-/// What to do after unlocking: deliver these grants.
-type Grants = Vec<Waiter>;
-
-impl State {
-    fn remove_group(&mut self, id: u64) {
-        if let Some(key) = self.groups.remove(&id) {
-            self.waiters.remove(&key);
-        }
-    }
-
-    /// Takes a slot (the caller checked there is one).
-    fn take(&mut self) {
-        self.running += 1;
-        self.activity.start(Clock::process().now());
-    }
-
-    /// Invariant 2: hands free slots to the earliest waiters.
-    fn grant(&mut self) -> Grants {
-        let mut grants = Vec::new();
-        while self.running < self.limit {
-            let Some((_, waiter)) = self.waiters.pop_first() else {
-                break;
-            };
-            if let Waiter::Group { id, .. } = &waiter {
-                self.groups.remove(id);
-            }
-            self.take();
-            grants.push(waiter);
-        }
-        grants
     }
 }
 
@@ -184,45 +107,34 @@ impl Limiter {
     #[must_use]
     pub fn new(limit: usize) -> Self {
         Self {
-            inner: Arc::new(Inner {
-                state: Mutex::new(State {
-                    limit,
-                    throttle: ThrottleState::new(Throttle::default(), limit),
-                    activity: Activity::new(),
-                    running: 0,
-                    waiters: BTreeMap::new(),
-                    groups: HashMap::new(),
-                    next_seq: 0,
-                }),
-            }),
+            domain: Arc::new(Mutex::new(Pool::new(limit, true))),
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, State> {
-        // No user code runs under this lock.
-        self.inner
-            .state
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
+    /// The pool groups join.
+    pub(crate) fn domain(&self) -> &Arc<Domain> {
+        &self.domain
     }
 
     /// The limit.
     #[must_use]
     pub fn limit(&self) -> usize {
-        self.lock().limit
+        lock(&self.domain).limit()
     }
 
-    /// Slots taken now: running tasks of every group that uses the limiter, and permits.
+    /// Slots taken now: running tasks of every group that uses the limiter, permits, and slots
+    /// granted to `acquire()` callers that have not woken up yet.
     #[must_use]
     pub fn running(&self) -> usize {
-        self.lock().running
+        lock(&self.domain).taken()
     }
 
     /// Groups and `acquire()` callers waiting for a slot now (a group counts once, however
-    /// many of its tasks are due).
+    /// many of its tasks are due). A group waits only while it has a due task, room under its
+    /// own cap, and is not cancelled.
     #[must_use]
     pub fn waiting(&self) -> usize {
-        self.lock().waiters.len()
+        lock(&self.domain).waiting()
     }
 
     /// Changes the limit. Raising it hands the new slots to waiters at once; lowering it aborts
@@ -243,11 +155,9 @@ impl Limiter {
     /// assert!(limiter.try_acquire().is_none(), "paused");
     /// ```
     pub fn set_limit(&self, limit: usize) -> bool {
-        let mut state = self.lock();
-        let old = std::mem::replace(&mut state.limit, limit);
-        let grants = state.grant();
-        drop(state);
-        self.deliver(grants);
+        let at = Clock::process().now();
+        let (old, fx) = lock(&self.domain).set_limit(limit, at);
+        apply(&self.domain, None, fx);
         old != limit
     }
 
@@ -256,8 +166,7 @@ impl Limiter {
     /// initial limit as the ceiling). A `ceiling` of `None` means the limit now. The hold
     /// starts afresh.
     pub fn set_throttle(&self, throttle: Throttle) {
-        let mut state = self.lock();
-        state.throttle = ThrottleState::new(throttle, state.limit);
+        lock(&self.domain).set_throttle(throttle);
     }
 
     /// Steps the limit down, as the throttle allows: for a controller that sees the machine
@@ -277,29 +186,17 @@ impl Limiter {
         step: fn(&mut ThrottleState, usize, Instant) -> ThrottleOutcome,
     ) -> ThrottleOutcome {
         let now = Instant::now();
-        let mut state = self.lock();
-        let limit = state.limit;
-        let outcome = step(&mut state.throttle, limit, now);
-        let grants = match outcome {
-            ThrottleOutcome::Applied { to, .. } => {
-                state.limit = to;
-                state.grant()
-            }
-            _ => Vec::new(),
-        };
-        drop(state);
-        self.deliver(grants);
+        let at = Clock::process().now();
+        let (outcome, fx) = lock(&self.domain).throttle(step, now, at);
+        apply(&self.domain, None, fx);
         outcome
     }
 
-    /// Takes a slot if one is free now.
+    /// Takes a slot if one is free now. (If one is free, no one is waiting for it.)
     pub fn try_acquire(&self) -> Option<LimiterPermit> {
-        let mut state = self.lock();
-        (state.running < state.limit).then(|| {
-            state.take();
-            LimiterPermit {
-                limiter: self.clone(),
-            }
+        let at = Clock::process().now();
+        lock(&self.domain).try_acquire(at).then(|| LimiterPermit {
+            limiter: self.clone(),
         })
     }
 
@@ -327,36 +224,26 @@ impl Limiter {
     /// # Cancel safety
     ///
     /// Cancel safe: dropping the future gives up its place in line, or, if a slot was already
-    /// granted to it, frees the slot.
+    /// granted to it, frees the slot and hands it on.
     pub async fn acquire(&self) -> LimiterPermit {
-        let ticket = {
-            let mut state = self.lock();
-            if state.running < state.limit {
-                state.take();
-                return LimiterPermit {
-                    limiter: self.clone(),
-                };
-            }
-            let ticket = Arc::new(Ticket {
-                granted: AtomicBool::new(false),
-                notify: Notify::new(),
-            });
-            let key = (Clock::process().now(), state.next_seq);
-            state.next_seq += 1;
-            state.waiters.insert(key, Waiter::Acquire(ticket.clone()));
-            (ticket, key)
+        let ticket = Arc::new(Ticket::default());
+        let at = Clock::process().now();
+        let place = lock(&self.domain).acquire(ticket.clone(), at);
+        let Err(place) = place else {
+            return LimiterPermit {
+                limiter: self.clone(),
+            };
         };
-        let mut waiting = WaitingTicket {
+        let mut waiting = Waiting {
             limiter: self,
-            ticket: ticket.0,
-            key: ticket.1,
-            done: false,
+            place,
+            claimed: false,
         };
         loop {
-            let notified = waiting.ticket.notify.notified();
-            // Acquire: pairs with the Release in `deliver`.
-            if waiting.ticket.granted.load(Ordering::Acquire) {
-                waiting.done = true;
+            let notified = ticket.notify.notified();
+            // Acquire: pairs with the Release in `driver::apply`.
+            if ticket.granted.load(Ordering::Acquire) {
+                waiting.claimed = true;
                 return LimiterPermit {
                     limiter: self.clone(),
                 };
@@ -365,83 +252,11 @@ impl Limiter {
         }
     }
 
-    // ----- the groups' side -----
-
-    /// A group with a due task at `deadline` asks for a slot: takes one if free, else waits in
-    /// line (replacing its earlier place, which keeps its order if the deadline is the same).
-    /// Called under the group's lock (group → limiter).
-    pub(crate) fn take_or_wait(&self, id: u64, deadline: u64, shared: &Arc<Shared>) -> bool {
-        let mut state = self.lock();
-        if state.running < state.limit {
-            state.take();
-            state.remove_group(id);
-            return true;
-        }
-        match state.groups.get(&id) {
-            Some(&(old, _)) if old == deadline => {}
-            _ => {
-                state.remove_group(id);
-                let key = (deadline, state.next_seq);
-                state.next_seq += 1;
-                state.groups.insert(id, key);
-                state.waiters.insert(
-                    key,
-                    Waiter::Group {
-                        id,
-                        shared: Arc::downgrade(shared),
-                    },
-                );
-            }
-        }
-        false
-    }
-
-    /// A group's runner finished a task and its group's next task is due at `deadline`: keeps
-    /// the runner's slot for it if no one in line comes first (an earlier deadline, or an equal
-    /// one that has been waiting). Called under the group's lock (group → limiter).
-    pub(crate) fn keep_for(&self, id: u64, deadline: u64) -> bool {
-        let mut state = self.lock();
-        // `running` includes this runner's slot: keeping it must not exceed a lowered limit.
-        let keep = state.running <= state.limit
-            && match state.waiters.first_key_value() {
-                None => true,
-                Some((_, Waiter::Group { id: first, .. })) if *first == id => true,
-                Some((&(first, _), _)) => first > deadline,
-            };
-        if keep {
-            state.remove_group(id);
-            let now = Clock::process().now();
-            state.activity.finish(now);
-            state.activity.start(now);
-        }
-        keep
-    }
-
-    /// Frees `count` slots and delivers them to waiters. Never called under a group's lock.
-    pub(crate) fn release(&self, count: usize) {
-        let mut count = count;
-        // The first round frees slots that were used; later rounds hand back grants nobody
-        // could use, which history should not count as tasks.
-        let mut used = true;
-        while count > 0 {
-            let now = Clock::process().now();
-            let mut state = self.lock();
-            state.running = state
-                .running
-                .checked_sub(count)
-                .expect("released more limiter slots than were taken");
-            for _ in 0..count {
-                if used {
-                    state.activity.finish(now);
-                } else {
-                    state.activity.unstart(now);
-                }
-            }
-            let grants = state.grant();
-            drop(state);
-            count = self.deliver(grants);
-            used = false;
-        }
+    /// Gives a permit's slot back and hands it on.
+    fn release(&self) {
+        let at = Clock::process().now();
+        let fx = lock(&self.domain).release(at);
+        apply(&self.domain, None, fx);
     }
 
     /// What the limiter is doing now and did over the last 10 s, 1 min and 5 min: slots taken,
@@ -449,67 +264,42 @@ impl Limiter {
     /// taken, slots taken and freed. See [`History`].
     #[must_use]
     pub fn history(&self) -> History {
-        let now = Clock::process().now();
-        let mut state = self.lock();
-        History {
-            running: state.running,
-            waiting: state.waiters.len(),
-            limit: state.limit,
-            windows: state.activity.windows(now),
-        }
-    }
-
-    /// Hands granted slots to their waiters; returns how many were declined (to release again).
-    fn deliver(&self, grants: Grants) -> usize {
-        let mut declined = 0;
-        for waiter in grants {
-            match waiter {
-                Waiter::Acquire(ticket) => {
-                    ticket.granted.store(true, Ordering::Release);
-                    ticket.notify.notify_one();
-                }
-                Waiter::Group { shared, .. } => {
-                    let used = shared.upgrade().is_some_and(|shared| shared.on_grant());
-                    declined += usize::from(!used);
-                }
-            }
-        }
-        declined
+        let at = Clock::process().now();
+        lock(&self.domain).history(at)
     }
 }
 
-/// An `acquire()` in line; dropping it before it got its slot leaves the line, or frees the
+/// An `acquire()` in line; dropping it before it claimed its slot leaves the line, or frees the
 /// slot if it was granted meanwhile.
-struct WaitingTicket<'a> {
+struct Waiting<'a> {
     limiter: &'a Limiter,
-    ticket: Arc<Ticket>,
-    /// Its key in `waiters` while in line.
-    key: (u64, u64),
-    done: bool,
+    place: Place,
+    claimed: bool,
 }
 
-impl Drop for WaitingTicket<'_> {
+impl Drop for Waiting<'_> {
     fn drop(&mut self) {
-        if self.done {
+        if self.claimed {
             return;
         }
-        let mut state = self.limiter.lock();
-        // Keys are never reused, so the entry under our key, if any, is ours.
-        if state.waiters.remove(&self.key).is_none() {
-            // Not in line any more: it was granted a slot, which nobody will use.
-            drop(state);
-            self.limiter.release(1);
+        let at = Clock::process().now();
+        let fx = lock(&self.limiter.domain).abandon(self.place, at);
+        if let Some(fx) = fx {
+            apply(&self.limiter.domain, None, fx);
         }
     }
 }
 
 impl fmt::Debug for Limiter {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let state = self.lock();
+        let (limit, running, waiting) = {
+            let pool = lock(&self.domain);
+            (pool.limit(), pool.taken(), pool.waiting())
+        };
         f.debug_struct("Limiter")
-            .field("limit", &state.limit)
-            .field("running", &state.running)
-            .field("waiting", &state.waiters.len())
+            .field("limit", &limit)
+            .field("running", &running)
+            .field("waiting", &waiting)
             .finish()
     }
 }

@@ -172,6 +172,7 @@ impl<T: Stamped> DeadlineQueue<T> {
         self.len
     }
 
+    #[cfg(test)]
     pub(crate) fn is_empty(&self) -> bool {
         self.len == 0
     }

@@ -1,0 +1,317 @@
+//! The runtime side of the protocol: carrying out [`Effects`], the monitor task and the runner
+//! tasks.
+//!
+//! # Carrying out effects
+//!
+//! [`apply`] runs after the pool's lock is released. Notifications and grants are done at once.
+//! Spawns go through a per-thread trampoline: a spawn on a runtime that is shutting down drops
+//! the task at once, and a dropped runner ends its task, which frees a slot, which may start
+//! another group's task, which is spawned on the same closing runtime... Nested calls only queue
+//! their spawns, and the outermost call carries them out in a loop, so the stack stays flat
+//! however many groups wait in a line.
+//!
+//! # The monitor, and why no wake-up is lost
+//!
+//! One tokio task per busy group sleeps on a single timer until the earliest deadline not yet
+//! due. Each step reads the clock on the group's runtime and hands it to the pool
+//! ([`Pool::step`](crate::pool::Pool::step)), which starts what is due (or puts the group in
+//! line) and records under the lock how the monitor will park (`Monitor::Parked { until }`).
+//! Anything that makes it necessary to act sooner (an earlier deadline, an emptied queue, a
+//! due head started by someone else) is done under the same lock, sees that record, flips it
+//! to `Active` and notifies after unlocking. `notify_one` stores a permit when the monitor is
+//! not yet waiting, so a notification between the step and the `.await` completes the next
+//! `notified()` at once. Cancellation sets the group's flag and then notifies the monitor the
+//! same way (see `crate::cancel`). So at any moment either the monitor is awake and will step
+//! again, or everything that could need it has a way to wake it. It ends when the queue is
+//! empty, so an idle group holds no tokio task.
+//!
+//! # Runners
+//!
+//! A runner is spawned with one task that already holds its slots. When the task ends, the
+//! pool hands the slots on; if it hands them to the runner's own group, the runner runs that
+//! task itself rather than spawning another, so a burst of due tasks under a cap of `k` runs on
+//! at most `k` tokio tasks. A runner registers on the group's abort `Notify` and checks the
+//! cancellation flag (one atomic load) before each poll of its task.
+
+use std::cell::RefCell;
+use std::future::poll_fn;
+use std::pin::pin;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::task::Poll;
+use std::time::Duration;
+
+use tokio::time::{Instant, sleep_until};
+
+use crate::clock::Clock;
+use crate::pool::{Action, Step, Wake};
+use crate::shared::{Domain, Effects, Shared, lock};
+use crate::task::{BoxTask, Outcome, drop_catching, poll_catching};
+
+/// A spawn to carry out: a runner for a task that holds its slots, or a monitor.
+enum Spawn {
+    Runner(Arc<Shared>, BoxTask),
+    Monitor(Arc<Shared>),
+}
+
+impl Spawn {
+    fn run(self) {
+        match self {
+            Spawn::Runner(shared, task) => {
+                let runtime = shared.runtime.clone();
+                // Built outside the task, so a runtime that drops the task unpolled still drops
+                // the runner, which ends its task and frees its slots.
+                let runner = Runner {
+                    shared,
+                    task: Some(task),
+                };
+                drop(runtime.spawn(runner.run()));
+            }
+            Spawn::Monitor(shared) => {
+                let runtime = shared.runtime.clone();
+                let guard = Guard {
+                    shared,
+                    armed: true,
+                };
+                drop(runtime.spawn(monitor(guard)));
+            }
+        }
+    }
+}
+
+thread_local! {
+    /// Spawns queued by nested `apply` calls while an outer one carries spawns out.
+    static DEFERRED: RefCell<Option<Vec<Spawn>>> = const { RefCell::new(None) };
+}
+
+/// Carries out `fx`, the effects of a transition of `domain`; `own` is the group the
+/// transition was called for, if any.
+pub(crate) fn apply(domain: &Domain, own: Option<&Arc<Shared>>, mut fx: Effects) {
+    loop {
+        let mut spawns = Vec::new();
+        if let Some(shared) = own {
+            match fx.wake {
+                Wake::Nothing => {}
+                Wake::Notify => shared.monitor_wake.notify_one(),
+                Wake::Spawn => spawns.push(Spawn::Monitor(shared.clone())),
+            }
+            spawns.extend(
+                fx.starts
+                    .drain(..)
+                    .map(|task| Spawn::Runner(shared.clone(), task)),
+            );
+        }
+        for (shared, action) in fx.others.drain(..) {
+            match action {
+                Action::Start(task) => spawns.push(Spawn::Runner(shared, task)),
+                Action::Wake(Wake::Notify) => shared.monitor_wake.notify_one(),
+                Action::Wake(Wake::Spawn) => spawns.push(Spawn::Monitor(shared)),
+                Action::Wake(Wake::Nothing) => {}
+            }
+        }
+        for ticket in fx.grants.drain(..) {
+            // Release: pairs with the Acquire in `Limiter::acquire`.
+            ticket.granted.store(true, Ordering::Release);
+            ticket.notify.notify_one();
+        }
+        if let Some(shared) = own {
+            shared.announce_if_idle(fx.idle);
+        }
+        spawn_all(spawns);
+        if !fx.more {
+            return;
+        }
+        // A dispatch stopped at its budget: hand out the rest, a lock at a time.
+        let at = Clock::process().now();
+        let next = lock(domain).resume(at);
+        fx = next;
+    }
+}
+
+/// Carries out spawns without nesting: see the module docs.
+fn spawn_all(mut spawns: Vec<Spawn>) {
+    if spawns.is_empty() {
+        return;
+    }
+    let outer = DEFERRED.try_with(|deferred| {
+        let mut deferred = deferred.borrow_mut();
+        match deferred.as_mut() {
+            Some(queue) => {
+                queue.append(&mut spawns);
+                false
+            }
+            None => {
+                *deferred = Some(Vec::new());
+                true
+            }
+        }
+    });
+    match outer {
+        Ok(false) => return,
+        Ok(true) => {}
+        // The thread is exiting and its locals are gone: nothing nests any more.
+        Err(_) => {
+            spawns.into_iter().for_each(Spawn::run);
+            return;
+        }
+    }
+    let _outer = Outer;
+    while !spawns.is_empty() {
+        spawns.drain(..).for_each(Spawn::run);
+        spawns = DEFERRED.with(|deferred| {
+            deferred
+                .borrow_mut()
+                .as_mut()
+                .map(std::mem::take)
+                .unwrap_or_default()
+        });
+    }
+}
+
+/// Ends the outermost `spawn_all`, even on unwind.
+struct Outer;
+
+impl Drop for Outer {
+    fn drop(&mut self) {
+        let left = DEFERRED.try_with(|deferred| deferred.borrow_mut().take());
+        // Only on unwind is anything left; carry it out rather than lose its slots.
+        if let Ok(Some(left)) = left {
+            left.into_iter().for_each(Spawn::run);
+        }
+    }
+}
+
+// ===== the monitor =====
+
+/// Cancels the group if the runtime drops the monitor before it exits on its own: the runtime
+/// is shutting down, nothing pending can ever run, and `wait()` must not hang.
+struct Guard {
+    shared: Arc<Shared>,
+    armed: bool,
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        if self.armed {
+            self.shared.cancel_and_drain(true);
+        }
+    }
+}
+
+async fn monitor(mut guard: Guard) {
+    let shared = guard.shared.clone();
+    // One timer for the monitor's whole life, reset to each new earliest deadline.
+    let mut sleep = pin!(sleep_until(Instant::now() + Duration::from_secs(86_400)));
+    loop {
+        if shared.cancel.is_cancelled() {
+            guard.armed = false;
+            shared.cancel_and_drain(true);
+            return;
+        }
+        let now = shared.clock.now();
+        let (step, mut fx) = shared.lock().step(shared.id, now);
+        // Again, after a yield, rather than in `apply`'s loop: a burst must not hold this
+        // worker thread.
+        fx.more = false;
+        apply(&shared.domain, Some(&shared), fx);
+        match step {
+            Step::Again => tokio::task::coop::consume_budget().await,
+            Step::Park(until) => {
+                if let Some(deadline) = until {
+                    sleep.as_mut().reset(shared.clock.instant(deadline));
+                }
+                let mut notified = pin!(shared.monitor_wake.notified());
+                poll_fn(|cx| {
+                    if notified.as_mut().poll(cx).is_ready()
+                        || (until.is_some() && sleep.as_mut().poll(cx).is_ready())
+                    {
+                        Poll::Ready(())
+                    } else {
+                        Poll::Pending
+                    }
+                })
+                .await;
+            }
+            Step::Exit => {
+                guard.armed = false;
+                return;
+            }
+        }
+    }
+}
+
+// ===== runners =====
+
+struct Runner {
+    shared: Arc<Shared>,
+    /// The task being run. `Some` except between tasks.
+    task: Option<BoxTask>,
+}
+
+impl Runner {
+    async fn run(mut self) {
+        let shared = self.shared.clone();
+        // Registered with this task's waker on the first poll, and never re-polled: the waker
+        // of one tokio task does not change, so the registration stays good for the runner's
+        // life. Being woken by it is only a reason to look at the flag.
+        let mut abort = pin!(shared.cancel.abort().notified());
+        let mut registered = false;
+        loop {
+            let outcome = poll_fn(|cx| {
+                if !registered {
+                    let _ = abort.as_mut().poll(cx);
+                    registered = true;
+                }
+                // Checked after registering, so a cancellation that comes later wakes us.
+                if shared.cancel.is_cancelled() {
+                    return Poll::Ready(Outcome::Cancelled);
+                }
+                let task = self
+                    .task
+                    .as_mut()
+                    .expect("a runner always holds a task here");
+                match poll_catching(task, cx) {
+                    Ok(Poll::Ready(())) => Poll::Ready(Outcome::Completed),
+                    Ok(Poll::Pending) => Poll::Pending,
+                    Err(()) => Poll::Ready(Outcome::Panicked),
+                }
+            })
+            .await;
+            let outcome = end(self.task.take(), outcome);
+            let now = shared.clock.now();
+            let mut fx = shared.lock().finish(shared.id, outcome, Some(now), now);
+            // The slots went to this group's next task: run it here.
+            let next = (!fx.starts.is_empty()).then(|| fx.starts.remove(0));
+            apply(&shared.domain, Some(&shared), fx);
+            match next {
+                Some(task) => {
+                    self.task = Some(task);
+                    // Back-to-back tasks that never yield must not starve the worker thread.
+                    tokio::task::coop::consume_budget().await;
+                }
+                None => return,
+            }
+        }
+    }
+}
+
+/// Drops a finished task's future; a panic in its `Drop` makes a completed task a panicked one.
+fn end(task: Option<BoxTask>, outcome: Outcome) -> Outcome {
+    match (drop_catching(task), outcome) {
+        (false, Outcome::Completed) => Outcome::Panicked,
+        (_, outcome) => outcome,
+    }
+}
+
+impl Drop for Runner {
+    /// The runtime dropped the runner mid-task (it is shutting down), or never ran it: the task
+    /// is cancelled and its slots handed on.
+    fn drop(&mut self) {
+        if let Some(task) = self.task.take() {
+            let outcome = end(Some(task), Outcome::Cancelled);
+            let at = self.shared.at();
+            let fx = self.shared.lock().finish(self.shared.id, outcome, None, at);
+            apply(&self.shared.domain, Some(&self.shared), fx);
+        }
+    }
+}

@@ -1,0 +1,81 @@
+//! The group's operations that change the protocol: each calls one transition of the pool
+//! under its lock and carries out the effects after unlocking.
+
+use std::sync::Arc;
+
+use tokio::time::Instant;
+
+use crate::driver::apply;
+use crate::queue::Key;
+use crate::shared::Shared;
+use crate::task::{BoxTask, drop_catching};
+use crate::throttle::{Throttle, ThrottleOutcome, ThrottleState};
+
+impl Shared {
+    /// Adds `task` at `deadline`; drops it instead if the group is cancelled.
+    pub(crate) fn schedule(self: &Arc<Self>, deadline: u64, task: BoxTask) -> Key {
+        let at = self.at();
+        let result = self
+            .lock()
+            .schedule(self.id, deadline, task, self.cancel.is_cancelled(), at);
+        match result {
+            Ok((key, fx)) => {
+                apply(&self.domain, Some(self), fx);
+                key
+            }
+            Err(task) => {
+                self.reject(task);
+                Key::DETACHED
+            }
+        }
+    }
+
+    /// Removes the pending task `key` and drops its future. `false` if it was not pending.
+    pub(crate) fn cancel_task(self: &Arc<Self>, key: Key) -> bool {
+        let at = self.at();
+        let removed = self.lock().cancel_task(self.id, key, at);
+        let Some((task, fx)) = removed else {
+            return false;
+        };
+        apply(&self.domain, Some(self), fx);
+        drop_catching(task);
+        self.settle_cancelled(1);
+        true
+    }
+
+    /// Moves the pending task `key` to `deadline`. `false` if it was not pending.
+    pub(crate) fn reschedule(self: &Arc<Self>, key: Key, deadline: u64) -> bool {
+        let at = self.at();
+        let fx = self.lock().reschedule(self.id, key, deadline, at);
+        let Some(fx) = fx else {
+            return false;
+        };
+        apply(&self.domain, Some(self), fx);
+        true
+    }
+
+    /// Sets the cap. Returns `true` if it changed.
+    pub(crate) fn set_limit(self: &Arc<Self>, limit: usize) -> bool {
+        let at = self.at();
+        let (old, fx) = self.lock().set_group_limit(self.id, limit, at);
+        apply(&self.domain, Some(self), fx);
+        old != limit
+    }
+
+    /// Replaces the throttle; `ceiling: None` means the cap now.
+    pub(crate) fn set_throttle(&self, throttle: Throttle) {
+        self.lock().set_group_throttle(self.id, throttle);
+    }
+
+    /// Steps the cap with the throttle; raising it starts waiting due tasks.
+    pub(crate) fn throttle(
+        self: &Arc<Self>,
+        step: fn(&mut ThrottleState, usize, Instant) -> ThrottleOutcome,
+    ) -> ThrottleOutcome {
+        let now = Instant::now();
+        let at = self.at();
+        let (outcome, fx) = self.lock().throttle_group(self.id, step, now, at);
+        apply(&self.domain, Some(self), fx);
+        outcome
+    }
+}

@@ -1,0 +1,778 @@
+//! The slot protocol: who may start a task, who holds a slot, and who must be woken. One plain
+//! data structure for a group's own cap and for a [`Limiter`](crate::Limiter) shared by many
+//! groups, with no runtime, no lock and no clock.
+//!
+//! A *pool* hands out `limit` slots. Its *members* are groups; each has a deadline queue, its
+//! own cap (`k`) and a monitor. A group without a limiter is the only member of a private pool
+//! whose limit is `usize::MAX`; a [`Limiter`](crate::Limiter) is a pool shared by the groups
+//! that join it, and by `acquire()` callers, whose slots the pool counts as `held`.
+//!
+//! Callers keep a pool behind one mutex, feed it events (a task was scheduled, fell due,
+//! ended; a limit changed; a group was cancelled or left; a permit was dropped), and get back
+//! [`Effects`]: tasks to run, monitors to wake or spawn, `acquire()` callers to hand a slot,
+//! and whether the group became idle. They carry the effects out after unlocking.
+//!
+//! # Time
+//!
+//! The pool reads no clock. Each member has a `frontier`: the latest time its own monitor or
+//! runners read on the group's own runtime. A task is *due* when its deadline is at or before
+//! its member's frontier, so a task never starts early on its own group's clock, whoever's
+//! event hands it a slot. Other timestamps (`at`) only feed the history.
+//!
+//! # Invariants
+//!
+//! These hold whenever a transition has returned (checked by `Pool::check` in the tests):
+//!
+//! 1. Every slot is accounted for: `taken == Σ member.running + held`, where `held` counts
+//!    permits and slots granted to `acquire()` callers that have not claimed them yet.
+//! 2. Work conservation: `taken < limit` implies the line is empty, unless the effects say
+//!    `more` (a dispatch stopped at its budget; the caller calls [`Pool::resume`]).
+//! 3. The line is exact: a member is in line if and only if it *wants* a slot (not cancelled,
+//!    `running < k`, and its earliest task is due), under the key `(deadline of its earliest
+//!    task, the order in which it joined the line)`. So a slot always goes to the earliest
+//!    current due head, never a stale one, ties to whoever waited first. An `acquire()` caller
+//!    waits under `(the time it called, its order)`.
+//! 4. A member whose queue is not empty has a monitor (`monitor != Stopped`), and if its
+//!    earliest task is not due yet the monitor is awake or parked with a timer at or before
+//!    that task's deadline. (A due task needs no timer: it is in line, or its group is at its
+//!    own cap and a runner's end serves it.)
+//! 5. Counters add up: `scheduled == pending + running + completed + cancelled + panicked`.
+//!
+//! A task starts only when its member has room (`running < k`) and the pool has a free slot;
+//! lowering either aborts nothing.
+
+use std::collections::BTreeMap;
+
+use tokio::time::Instant;
+
+use crate::history::{Activity, History};
+use crate::limit::Cap;
+use crate::queue::{DeadlineQueue, Drained, Key, Stamped};
+use crate::stats::{Counters, Stats};
+use crate::task::Outcome;
+use crate::throttle::{Throttle, ThrottleOutcome, ThrottleState};
+
+#[cfg(test)]
+mod model;
+#[cfg(test)]
+mod tests;
+
+/// A member's index in its pool.
+pub(crate) type MemberId = usize;
+
+/// A place in line: (deadline key, the order in which the waiter joined the line).
+pub(crate) type Place = (u64, u64);
+
+/// `Monitor::Parked::until` when the monitor has no timer set.
+pub(crate) const NO_TIMER: u64 = u64::MAX;
+
+/// How many slots one transition hands out before it lets the caller unlock and call
+/// [`Pool::resume`]: bounds how long the lock is held for a burst of due tasks.
+pub(crate) const BUDGET: usize = 256;
+
+/// What a member's monitor task is doing, as far as the protocol needs to know.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Monitor {
+    /// No monitor task exists; the next insert spawns one.
+    Stopped,
+    /// The monitor is awake, or has been woken, and will step again before it parks.
+    Active,
+    /// The monitor is parked until woken, or until the deadline key `until`.
+    Parked { until: u64 },
+}
+
+/// What to do for a member's monitor after unlocking.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[must_use]
+pub(crate) enum Wake {
+    Nothing,
+    /// `notify_one` it.
+    Notify,
+    /// Spawn it.
+    Spawn,
+}
+
+/// What a monitor does after its step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Step {
+    /// Carry out the effects, then step again at once.
+    Again,
+    /// Carry out the effects, then park until woken or until the deadline key, if any.
+    Park(Option<u64>),
+    /// The queue is empty (or the group is cancelled): the monitor ends.
+    Exit,
+}
+
+/// An effect on a member other than the caller.
+#[derive(Debug)]
+pub(crate) enum Action<T> {
+    /// Run this task: it already holds a slot of its member and of the pool.
+    Start(T),
+    /// Wake or spawn the member's monitor.
+    Wake(Wake),
+}
+
+/// What the caller must carry out after unlocking. "Own" effects are for the member the
+/// transition was called for (`caller`), which the caller can reach without a handle.
+#[derive(Debug)]
+#[must_use]
+pub(crate) struct Effects<T, G, A> {
+    /// The caller's monitor.
+    pub(crate) wake: Wake,
+    /// Tasks of the caller's group to run, each holding its slots.
+    pub(crate) starts: Vec<T>,
+    /// The caller's group became idle: announce it.
+    pub(crate) idle: bool,
+    /// Effects on other members, with their handles.
+    pub(crate) others: Vec<(G, Action<T>)>,
+    /// `acquire()` callers handed a slot, to be told.
+    pub(crate) grants: Vec<A>,
+    /// A dispatch stopped at its budget with slots free and work in line: unlock, then call
+    /// [`Pool::resume`] and carry out its effects too.
+    pub(crate) more: bool,
+}
+
+impl<T, G, A> Effects<T, G, A> {
+    fn new() -> Self {
+        Self {
+            wake: Wake::Nothing,
+            starts: Vec::new(),
+            idle: false,
+            others: Vec::new(),
+            grants: Vec::new(),
+            more: false,
+        }
+    }
+
+    /// Whether there is nothing to do.
+    #[cfg(test)]
+    pub(crate) fn is_empty(&self) -> bool {
+        self.wake == Wake::Nothing
+            && self.starts.is_empty()
+            && !self.idle
+            && self.others.is_empty()
+            && self.grants.is_empty()
+            && !self.more
+    }
+}
+
+/// How effects reach a member: the pool keeps a weak handle, and hands out a strong one with
+/// each effect, taken under the lock, so the group cannot go away before the effect is carried
+/// out.
+pub(crate) trait Ctx {
+    type Strong;
+    fn strong(&self) -> Option<Self::Strong>;
+}
+
+impl<S> Ctx for std::sync::Weak<S> {
+    type Strong = std::sync::Arc<S>;
+    fn strong(&self) -> Option<Self::Strong> {
+        self.upgrade()
+    }
+}
+
+/// The effects of a pool whose members are reached through `G`.
+pub(crate) type Fx<T, G, A> = Effects<T, <G as Ctx>::Strong, A>;
+
+/// Who waits in line.
+#[derive(Debug)]
+enum Waiter<A> {
+    Member(MemberId),
+    Acquire(A),
+}
+
+/// One group's part of the protocol.
+#[derive(Debug)]
+struct Member<T, G> {
+    /// How effects reach the group (a weak handle: the pool never keeps a group alive).
+    ctx: G,
+    /// Pending tasks by deadline.
+    queue: DeadlineQueue<T>,
+    /// The group's own cap (`k`) and its running tasks.
+    cap: Cap,
+    /// The latest time the group's own runtime was seen at: tasks due by then may start.
+    frontier: u64,
+    /// All counters but `running`.
+    counters: Counters,
+    monitor: Monitor,
+    cancelled: bool,
+    /// Where it waits in line, if it does (invariant 3).
+    place: Option<Place>,
+    /// How `throttle_down`/`throttle_up` move the cap.
+    throttle: ThrottleState,
+    /// Starts and ends, for `history()`.
+    activity: Activity,
+}
+
+impl<T: Stamped, G> Member<T, G> {
+    /// The deadline of the earliest task if the member wants a slot for it now (invariant 3).
+    fn wants(&mut self) -> Option<u64> {
+        if self.cancelled || !self.cap.has_room() {
+            return None;
+        }
+        self.queue.peek_deadline().filter(|&d| d <= self.frontier)
+    }
+
+    fn is_idle(&self) -> bool {
+        self.counters.pending == 0 && self.cap.running() == 0
+    }
+
+    /// Invariant 4: what the monitor needs now that the queue may have changed.
+    fn monitor_wake(&mut self) -> Wake {
+        let head = self.queue.peek_deadline();
+        match (head, self.monitor) {
+            (None, Monitor::Parked { .. }) => {
+                // Let it exit rather than sleep on.
+                self.monitor = Monitor::Active;
+                Wake::Notify
+            }
+            (Some(_), Monitor::Stopped) => {
+                self.monitor = Monitor::Active;
+                Wake::Spawn
+            }
+            (Some(head), Monitor::Parked { until }) if head > self.frontier && head < until => {
+                self.monitor = Monitor::Active;
+                Wake::Notify
+            }
+            _ => Wake::Nothing,
+        }
+    }
+}
+
+/// A member taken out of its pool; dropped by the caller after unlocking.
+#[derive(Debug)]
+pub(crate) struct Left<T, G>(#[allow(dead_code)] Member<T, G>);
+
+/// The protocol's state. See the module docs.
+#[derive(Debug)]
+pub(crate) struct Pool<T, G, A> {
+    /// Slots the pool hands out (`N`); `usize::MAX` for a group's private pool.
+    limit: usize,
+    /// Slots taken: members' running tasks and `held` (invariant 1).
+    taken: usize,
+    /// Permits, and slots granted to `acquire()` callers and not yet claimed.
+    held: usize,
+    /// Who waits for a slot, earliest place first (invariant 3).
+    line: BTreeMap<Place, Waiter<A>>,
+    /// The order the next waiter joins the line in.
+    next_order: u64,
+    members: Vec<Option<Member<T, G>>>,
+    /// Vacant indices of `members`.
+    vacant: Vec<MemberId>,
+    /// How `throttle_down`/`throttle_up` move `limit`.
+    throttle: ThrottleState,
+    /// Slots taken and freed, for a limiter's `history()`; `None` in a private pool.
+    activity: Option<Activity>,
+}
+
+// ===== impl Pool: members and their tasks =====
+
+impl<T: Stamped, G: Ctx, A> Pool<T, G, A> {
+    /// A pool of `limit` slots: with `history`, a limiter's; without, a group's private one.
+    pub(crate) fn new(limit: usize, history: bool) -> Self {
+        Self {
+            limit,
+            taken: 0,
+            held: 0,
+            line: BTreeMap::new(),
+            next_order: 0,
+            members: Vec::new(),
+            vacant: Vec::new(),
+            throttle: ThrottleState::new(Throttle::default(), limit),
+            activity: history.then(Activity::new),
+        }
+    }
+
+    /// Adds a group with its own cap `k`; `ctx` is how effects reach it.
+    pub(crate) fn join(&mut self, ctx: G, k: usize) -> MemberId {
+        let member = Member {
+            ctx,
+            queue: DeadlineQueue::new(),
+            cap: Cap::new(k),
+            frontier: 0,
+            counters: Counters::default(),
+            monitor: Monitor::Stopped,
+            cancelled: false,
+            place: None,
+            throttle: ThrottleState::new(Throttle::default(), k),
+            activity: Activity::new(),
+        };
+        match self.vacant.pop() {
+            Some(id) => {
+                self.members[id] = Some(member);
+                id
+            }
+            None => {
+                self.members.push(Some(member));
+                self.members.len() - 1
+            }
+        }
+    }
+
+    /// Takes a group out of the pool (its last handle is gone). It holds no slot then: its
+    /// runners and monitor held handles.
+    pub(crate) fn leave(&mut self, id: MemberId) -> Option<Left<T, G>> {
+        let mut member = self.members.get_mut(id)?.take()?;
+        if let Some(place) = member.place.take() {
+            self.line.remove(&place);
+        }
+        debug_assert_eq!(member.cap.running(), 0, "a group left while running");
+        self.vacant.push(id);
+        Some(Left(member))
+    }
+
+    fn member(&mut self, id: MemberId) -> &mut Member<T, G> {
+        self.members[id]
+            .as_mut()
+            .expect("a group's id names it until it leaves")
+    }
+
+    /// Adds `task` at `deadline`. `Err(task)` if the group is cancelled (here, or by the
+    /// caller's flag, which is set before the pool hears of it): the task is counted as pending
+    /// until the caller has dropped it and called [`settle_cancelled`](Pool::settle_cancelled).
+    pub(crate) fn schedule(
+        &mut self,
+        id: MemberId,
+        deadline: u64,
+        task: T,
+        cancelled: bool,
+        at: u64,
+    ) -> Result<(Key, Fx<T, G, A>), T> {
+        let member = self.member(id);
+        member.counters.scheduled += 1;
+        member.counters.pending += 1;
+        if member.cancelled || cancelled {
+            return Err(task);
+        }
+        let key = member.queue.insert(deadline, task);
+        Ok((key, self.settle(id, Some(id), at)))
+    }
+
+    /// Removes the pending task `key`; the caller drops it, then calls
+    /// [`settle_cancelled`](Pool::settle_cancelled).
+    pub(crate) fn cancel_task(
+        &mut self,
+        id: MemberId,
+        key: Key,
+        at: u64,
+    ) -> Option<(T, Fx<T, G, A>)> {
+        let task = self.member(id).queue.remove(key)?;
+        Some((task, self.settle(id, Some(id), at)))
+    }
+
+    /// Moves the pending task `key` to `deadline`. `None` if it is not pending.
+    pub(crate) fn reschedule(
+        &mut self,
+        id: MemberId,
+        key: Key,
+        deadline: u64,
+        at: u64,
+    ) -> Option<Fx<T, G, A>> {
+        if !self.member(id).queue.reschedule(key, deadline) {
+            return None;
+        }
+        Some(self.settle(id, Some(id), at))
+    }
+
+    pub(crate) fn is_pending(&mut self, id: MemberId, key: Key) -> bool {
+        self.member(id).queue.contains(key)
+    }
+
+    /// `count` cancelled tasks' futures are gone: moves them from pending to cancelled.
+    /// Returns `true` if the group became idle.
+    pub(crate) fn settle_cancelled(&mut self, id: MemberId, count: u64) -> bool {
+        let member = self.member(id);
+        member.counters.pending -= count;
+        member.counters.cancelled += count;
+        member.is_idle()
+    }
+
+    /// Cancels the group: nothing of it starts again. Returns the pending tasks, which stay
+    /// counted as pending until the caller has dropped them and called
+    /// [`settle_cancelled`](Pool::settle_cancelled), and whether to wake the monitor (not if
+    /// `monitor_exits`: the caller is the monitor, which ends).
+    pub(crate) fn cancel_group(&mut self, id: MemberId, monitor_exits: bool) -> (Drained<T>, Wake) {
+        let place = {
+            let member = self.member(id);
+            member.cancelled = true;
+            member.place.take()
+        };
+        if let Some(place) = place {
+            self.line.remove(&place);
+        }
+        let member = self.member(id);
+        let wake = if monitor_exits {
+            member.monitor = Monitor::Stopped;
+            Wake::Nothing
+        } else if member.monitor == Monitor::Stopped {
+            Wake::Nothing
+        } else {
+            member.monitor = Monitor::Active;
+            Wake::Notify
+        };
+        (member.queue.drain(), wake)
+    }
+
+    /// The monitor's step at `now`, read on the group's runtime: what fell due joins the line
+    /// or starts; then the monitor parks until the earliest task not yet due, or with no timer
+    /// if the earliest task is due (a freed slot serves it), or exits if nothing is queued.
+    pub(crate) fn step(&mut self, id: MemberId, now: u64) -> (Step, Fx<T, G, A>) {
+        let member = self.member(id);
+        member.frontier = member.frontier.max(now);
+        member.monitor = Monitor::Active;
+        let mut fx = self.settle(id, Some(id), now);
+        // The monitor is awake: nothing needs waking for it.
+        fx.wake = Wake::Nothing;
+        if fx.more {
+            return (Step::Again, fx);
+        }
+        let member = self.member(id);
+        let step = match member.queue.peek_deadline() {
+            None => {
+                member.monitor = Monitor::Stopped;
+                Step::Exit
+            }
+            Some(head) if head <= member.frontier => {
+                member.monitor = Monitor::Parked { until: NO_TIMER };
+                Step::Park(None)
+            }
+            Some(head) => {
+                member.monitor = Monitor::Parked { until: head };
+                Step::Park(Some(head))
+            }
+        };
+        (step, fx)
+    }
+
+    /// A task of the group ended with `outcome` and its future is gone; `now`, if known, was
+    /// read on the group's runtime. Frees its slots and hands them on.
+    pub(crate) fn finish(
+        &mut self,
+        id: MemberId,
+        outcome: Outcome,
+        now: Option<u64>,
+        at: u64,
+    ) -> Fx<T, G, A> {
+        let member = self.member(id);
+        if let Some(now) = now {
+            member.frontier = member.frontier.max(now);
+        }
+        member.counters.record(outcome);
+        member.cap.release();
+        member.activity.finish(member.frontier);
+        self.free(at);
+        let mut fx = self.settle(id, Some(id), at);
+        fx.idle = self.member(id).is_idle();
+        fx
+    }
+
+    /// Sets the group's own cap. Returns the old one.
+    pub(crate) fn set_group_limit(
+        &mut self,
+        id: MemberId,
+        k: usize,
+        at: u64,
+    ) -> (usize, Fx<T, G, A>) {
+        let old = self.member(id).cap.set_limit(k);
+        (old, self.settle(id, Some(id), at))
+    }
+
+    /// Replaces the throttle of the group's own cap; `ceiling: None` means the cap now.
+    pub(crate) fn set_group_throttle(&mut self, id: MemberId, throttle: Throttle) {
+        let member = self.member(id);
+        member.throttle = ThrottleState::new(throttle, member.cap.limit());
+    }
+
+    /// Steps the group's own cap with its throttle at `now`.
+    pub(crate) fn throttle_group(
+        &mut self,
+        id: MemberId,
+        step: fn(&mut ThrottleState, usize, Instant) -> ThrottleOutcome,
+        now: Instant,
+        at: u64,
+    ) -> (ThrottleOutcome, Fx<T, G, A>) {
+        let member = self.member(id);
+        let outcome = step(&mut member.throttle, member.cap.limit(), now);
+        if let ThrottleOutcome::Applied { to, .. } = outcome {
+            member.cap.set_limit(to);
+        }
+        (outcome, self.settle(id, Some(id), at))
+    }
+
+    pub(crate) fn group_limit(&mut self, id: MemberId) -> usize {
+        self.member(id).cap.limit()
+    }
+
+    pub(crate) fn stats(&mut self, id: MemberId) -> Stats {
+        let member = self.member(id);
+        member.counters.snapshot(member.cap.running())
+    }
+
+    /// The group's history at `now` (its own clock).
+    pub(crate) fn group_history(&mut self, id: MemberId, now: u64) -> History {
+        let member = self.member(id);
+        History {
+            running: member.cap.running(),
+            waiting: member.queue.count_due(now),
+            limit: member.cap.limit(),
+            windows: member.activity.windows(now),
+        }
+    }
+
+    // ----- the core: serving members and handing out slots -----
+
+    /// After any change to member `id`: brings its place in line and its monitor up to date,
+    /// and hands out free slots (invariants 2 to 4).
+    fn settle(&mut self, id: MemberId, caller: Option<MemberId>, at: u64) -> Fx<T, G, A> {
+        let mut fx = Effects::new();
+        let mut budget = BUDGET;
+        self.serve(id, caller, at, &mut budget, &mut fx);
+        self.dispatch(caller, at, &mut budget, &mut fx);
+        fx
+    }
+
+    /// Member `id` starts its due tasks while it may (a free slot, room under its own cap, and
+    /// no one in line before it), then waits in line under its current head if it still wants
+    /// a slot, or leaves the line if not; then its monitor is brought up to date.
+    fn serve(
+        &mut self,
+        id: MemberId,
+        caller: Option<MemberId>,
+        at: u64,
+        budget: &mut usize,
+        fx: &mut Fx<T, G, A>,
+    ) {
+        // Out of line while deciding: its old place must not stand in its own way.
+        let mut old = self.member(id).place.take();
+        if let Some(place) = old {
+            self.line.remove(&place);
+        }
+        while let Some(head) = self.member(id).wants() {
+            // Keeps its order if it was waiting: ties go to whoever waited first.
+            let order = old.map_or(self.next_order, |(_, order)| order);
+            let place = (head, order);
+            let first = self.line.first_key_value().is_none_or(|(f, _)| place < *f);
+            let free = self.taken < self.limit && first;
+            if free && *budget > 0 {
+                *budget -= 1;
+                self.start_head(id, caller, at, fx);
+                // Its next task joins the line afresh: among equal deadlines, others that were
+                // waiting go first.
+                old = None;
+                continue;
+            }
+            fx.more |= free;
+            if old.is_none() {
+                self.next_order += 1;
+            }
+            self.line.insert(place, Waiter::Member(id));
+            self.member(id).place = Some(place);
+            break;
+        }
+        let member = self.member(id);
+        let wake = member.monitor_wake();
+        if wake != Wake::Nothing {
+            if caller == Some(id) {
+                fx.wake = wake;
+            } else if let Some(ctx) = member.ctx.strong() {
+                fx.others.push((ctx, Action::Wake(wake)));
+            } else {
+                debug_assert!(
+                    false,
+                    "a group with a monitor to wake is alive: the monitor holds it"
+                );
+            }
+        }
+    }
+
+    /// Takes member `id`'s earliest task out of the queue with a slot of its cap and of the
+    /// pool. The caller checked that it wants one and that the pool has one.
+    fn start_head(
+        &mut self,
+        id: MemberId,
+        caller: Option<MemberId>,
+        at: u64,
+        fx: &mut Fx<T, G, A>,
+    ) {
+        let member = self.member(id);
+        // A group with a queued task is alive: its monitor holds it (invariant 4), and so does
+        // whoever is about to spawn the monitor.
+        let ctx = if caller == Some(id) {
+            None
+        } else {
+            Some(
+                member
+                    .ctx
+                    .strong()
+                    .expect("a group with queued tasks is alive"),
+            )
+        };
+        let task = member
+            .queue
+            .pop_due(member.frontier)
+            .expect("a member that wants a slot has a due task");
+        member.cap.acquire();
+        member.counters.pending -= 1;
+        member.activity.start(member.frontier);
+        match ctx {
+            None => fx.starts.push(task),
+            Some(ctx) => fx.others.push((ctx, Action::Start(task))),
+        }
+        self.take(at);
+    }
+
+    /// Hands free slots to the line, earliest place first (invariant 2).
+    fn dispatch(
+        &mut self,
+        caller: Option<MemberId>,
+        at: u64,
+        budget: &mut usize,
+        fx: &mut Fx<T, G, A>,
+    ) {
+        while self.taken < self.limit {
+            let Some(entry) = self.line.first_entry() else {
+                break;
+            };
+            if *budget == 0 {
+                fx.more = true;
+                break;
+            }
+            match entry.get() {
+                Waiter::Member(id) => {
+                    let id = *id;
+                    self.serve(id, caller, at, budget, fx);
+                }
+                Waiter::Acquire(_) => {
+                    let Waiter::Acquire(ticket) = entry.remove() else {
+                        unreachable!("matched above");
+                    };
+                    *budget -= 1;
+                    self.held += 1;
+                    self.take(at);
+                    fx.grants.push(ticket);
+                }
+            }
+        }
+    }
+
+    /// Continues a dispatch that stopped at its budget (`Effects::more`).
+    pub(crate) fn resume(&mut self, at: u64) -> Fx<T, G, A> {
+        let mut fx = Effects::new();
+        let mut budget = BUDGET;
+        self.dispatch(None, at, &mut budget, &mut fx);
+        fx
+    }
+
+    fn take(&mut self, at: u64) {
+        self.taken += 1;
+        if let Some(activity) = &mut self.activity {
+            activity.start(at);
+        }
+    }
+
+    fn free(&mut self, at: u64) {
+        self.taken = self
+            .taken
+            .checked_sub(1)
+            .expect("freed a slot that was not taken");
+        if let Some(activity) = &mut self.activity {
+            activity.finish(at);
+        }
+    }
+
+    // ----- the limiter's side -----
+
+    pub(crate) fn limit(&self) -> usize {
+        self.limit
+    }
+
+    /// Slots taken: running tasks of every member, permits and unclaimed grants.
+    pub(crate) fn taken(&self) -> usize {
+        self.taken
+    }
+
+    /// Members and `acquire()` callers in line.
+    pub(crate) fn waiting(&self) -> usize {
+        self.line.len()
+    }
+
+    /// Sets the limit; returns the old one. Raising it hands the new slots out at once.
+    pub(crate) fn set_limit(&mut self, limit: usize, at: u64) -> (usize, Fx<T, G, A>) {
+        let old = std::mem::replace(&mut self.limit, limit);
+        (old, self.resume(at))
+    }
+
+    /// Replaces the limit's throttle; `ceiling: None` means the limit now.
+    pub(crate) fn set_throttle(&mut self, throttle: Throttle) {
+        self.throttle = ThrottleState::new(throttle, self.limit);
+    }
+
+    /// Steps the limit with its throttle at `now`.
+    pub(crate) fn throttle(
+        &mut self,
+        step: fn(&mut ThrottleState, usize, Instant) -> ThrottleOutcome,
+        now: Instant,
+        at: u64,
+    ) -> (ThrottleOutcome, Fx<T, G, A>) {
+        let outcome = step(&mut self.throttle, self.limit, now);
+        if let ThrottleOutcome::Applied { to, .. } = outcome {
+            self.limit = to;
+        }
+        (outcome, self.resume(at))
+    }
+
+    /// Takes a slot for a permit if one is free now.
+    pub(crate) fn try_acquire(&mut self, at: u64) -> bool {
+        // Invariant 2: a free slot means nobody is in line.
+        if self.taken < self.limit {
+            self.held += 1;
+            self.take(at);
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Takes a slot for a permit, or puts `ticket` in line under the deadline `at`:
+    /// `Err(place)`. A grant comes back in some transition's `Effects::grants`.
+    pub(crate) fn acquire(&mut self, ticket: A, at: u64) -> Result<(), Place> {
+        if self.try_acquire(at) {
+            return Ok(());
+        }
+        let place = (at, self.next_order);
+        self.next_order += 1;
+        self.line.insert(place, Waiter::Acquire(ticket));
+        Err(place)
+    }
+
+    /// The `acquire()` waiting at `place` was dropped. `None` if it was still in line (it
+    /// leaves it); otherwise its slot had been granted, and is freed and handed on.
+    pub(crate) fn abandon(&mut self, place: Place, at: u64) -> Option<Fx<T, G, A>> {
+        // Places are never reused, so an entry there is this caller's.
+        if self.line.remove(&place).is_some() {
+            return None;
+        }
+        Some(self.release(at))
+    }
+
+    /// A permit (or a granted slot nobody will claim) is given back.
+    pub(crate) fn release(&mut self, at: u64) -> Fx<T, G, A> {
+        self.held = self
+            .held
+            .checked_sub(1)
+            .expect("released a permit that was not held");
+        self.free(at);
+        self.resume(at)
+    }
+
+    /// The limiter's history at `at`.
+    pub(crate) fn history(&mut self, at: u64) -> History {
+        let activity = self.activity.get_or_insert_with(Activity::new);
+        History {
+            running: self.taken,
+            waiting: self.line.len(),
+            limit: self.limit,
+            windows: activity.windows(at),
+        }
+    }
+}
