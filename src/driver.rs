@@ -43,9 +43,8 @@ use std::time::Duration;
 
 use tokio::time::{Instant, sleep_until};
 
-use crate::clock::Clock;
 use crate::pool::{Action, Step, Wake};
-use crate::shared::{Domain, Effects, Shared, lock};
+use crate::shared::{Effects, Shared};
 use crate::task::{BoxTask, Outcome, drop_catching, poll_catching};
 
 /// A spawn to carry out: a runner for a task that holds its slots, or a monitor.
@@ -84,23 +83,38 @@ thread_local! {
     static DEFERRED: RefCell<Option<Vec<Spawn>>> = const { RefCell::new(None) };
 }
 
-/// Carries out `fx`, the effects of a transition of `domain`; `own` is the group the
-/// transition was called for, if any.
-pub(crate) fn apply(domain: &Domain, own: Option<&Arc<Shared>>, mut fx: Effects) {
-    loop {
-        let mut spawns = Vec::new();
+/// Carries out `fx`, the effects of a transition; `own` is the group the transition was called
+/// for, if any.
+pub(crate) fn apply(own: Option<&Arc<Shared>>, mut fx: Effects) {
+    // Most schedules, cancels and ends have nothing to do, or only a monitor to wake.
+    if fx.starts.is_empty() && fx.others.is_empty() && fx.grants.is_empty() {
         if let Some(shared) = own {
             match fx.wake {
                 Wake::Nothing => {}
                 Wake::Notify => shared.monitor_wake.notify_one(),
-                Wake::Spawn => spawns.push(Spawn::Monitor(shared.clone())),
+                Wake::Spawn => spawn_all(vec![Spawn::Monitor(shared.clone())]),
             }
+            shared.announce_if_idle(fx.idle);
+        }
+        return;
+    }
+    let mut spawns = Vec::new();
+    if let Some(shared) = own {
+        match fx.wake {
+            Wake::Nothing => {}
+            Wake::Notify => shared.monitor_wake.notify_one(),
+            Wake::Spawn => spawns.push(Spawn::Monitor(shared.clone())),
+        }
+        if !fx.starts.is_empty() {
             spawns.extend(
                 fx.starts
                     .drain(..)
                     .map(|task| Spawn::Runner(shared.clone(), task)),
             );
         }
+        shared.announce_if_idle(fx.idle);
+    }
+    if !fx.others.is_empty() {
         for (shared, action) in fx.others.drain(..) {
             match action {
                 Action::Start(task) => spawns.push(Spawn::Runner(shared, task)),
@@ -109,23 +123,13 @@ pub(crate) fn apply(domain: &Domain, own: Option<&Arc<Shared>>, mut fx: Effects)
                 Action::Wake(Wake::Nothing) => {}
             }
         }
-        for ticket in fx.grants.drain(..) {
-            // Release: pairs with the Acquire in `Limiter::acquire`.
-            ticket.granted.store(true, Ordering::Release);
-            ticket.notify.notify_one();
-        }
-        if let Some(shared) = own {
-            shared.announce_if_idle(fx.idle);
-        }
-        spawn_all(spawns);
-        if !fx.more {
-            return;
-        }
-        // A dispatch stopped at its budget: hand out the rest, a lock at a time.
-        let at = Clock::process().now();
-        let next = lock(domain).resume(at);
-        fx = next;
     }
+    for ticket in std::mem::take(&mut fx.grants) {
+        // Release: pairs with the Acquire in `Limiter::acquire`.
+        ticket.granted.store(true, Ordering::Release);
+        ticket.notify.notify_one();
+    }
+    spawn_all(spawns);
 }
 
 /// Carries out spawns without nesting: see the module docs.
@@ -209,12 +213,10 @@ async fn monitor(mut guard: Guard) {
             return;
         }
         let now = shared.clock.now();
-        let (step, mut fx) = shared.lock().step(shared.id, now);
-        // Again, after a yield, rather than in `apply`'s loop: a burst must not hold this
-        // worker thread.
-        fx.more = false;
-        apply(&shared.domain, Some(&shared), fx);
+        let (step, fx) = shared.lock().step(shared.id, now);
+        apply(Some(&shared), fx);
         match step {
+            // A burst: the next batch after a yield, so it does not hold this worker thread.
             Step::Again => tokio::task::coop::consume_budget().await,
             Step::Park(until) => {
                 if let Some(deadline) = until {
@@ -282,7 +284,7 @@ impl Runner {
             let mut fx = shared.lock().finish(shared.id, outcome, Some(now), now);
             // The slots went to this group's next task: run it here.
             let next = (!fx.starts.is_empty()).then(|| fx.starts.remove(0));
-            apply(&shared.domain, Some(&shared), fx);
+            apply(Some(&shared), fx);
             match next {
                 Some(task) => {
                     self.task = Some(task);
@@ -311,7 +313,7 @@ impl Drop for Runner {
             let outcome = end(Some(task), Outcome::Cancelled);
             let at = self.shared.at();
             let fx = self.shared.lock().finish(self.shared.id, outcome, None, at);
-            apply(&self.shared.domain, Some(&self.shared), fx);
+            apply(Some(&self.shared), fx);
         }
     }
 }

@@ -121,18 +121,42 @@
 //!   `faults::a_group_built_on_one_runtime_is_used_from_another`.
 //! - With a [`Limiter`], no group exceeds its `k` and all together never exceed `N`:
 //!   `limiter::k_per_group_and_n_overall_are_never_exceeded`,
-//!   `limiter::eight_groups_under_random_load_keep_k_and_n_on_every_start`.
-//! - A freed limiter slot goes to the earliest deadline among every group and `acquire()` in
-//!   line, ties to whoever waited first; a group at its own cap holds no slot back:
-//!   `limiter::the_earliest_deadline_among_all_groups_wins_a_freed_slot`,
+//!   `limiter::eight_groups_under_random_load_keep_k_and_n_on_every_start`,
+//!   `limiter_stress::limit_storms_never_exceed_k_or_n_strand_a_task_or_leak_a_slot`, and the
+//!   models below.
+//! - The slot protocol (a group's cap, a shared limiter, `acquire()`) is one runtime-free state
+//!   machine, checked after every step of a property model with several groups, random caps,
+//!   `acquire()` callers, cancels, drops, limit changes and throttles, for safety (k, N, never
+//!   early, never twice, earliest deadline first by current heads) and liveness (a free slot
+//!   goes to due work, every timer is set, every slot comes back):
+//!   `pool::model::many_groups_and_acquirers_on_one_pool_follow_the_protocol` (unit test), and
+//!   on a real runtime `model_limiter::groups_sharing_a_limiter_match_the_model`.
+//! - Work conservation: whenever every task has yielded, a limiter with a free slot has no group
+//!   with a due task below its own cap and no `acquire()` waiting:
+//!   `limiter_defects::free_slots_never_sit_idle_while_a_group_has_due_work`, the models.
+//! - A freed limiter slot goes to the earliest *current* due head among every group and
+//!   `acquire()` in line, ties to whoever waited first; a group at its own cap holds no slot
+//!   back: `limiter::the_earliest_deadline_among_all_groups_wins_a_freed_slot`,
 //!   `limiter::equal_deadlines_go_to_the_group_that_started_waiting_first`,
 //!   `limiter::acquire_waits_in_the_same_line_as_the_groups`,
-//!   `limiter::a_group_at_its_own_cap_holds_no_slot_back_from_others`.
+//!   `limiter::a_group_at_its_own_cap_holds_no_slot_back_from_others`,
+//!   `limiter_defects::a_cancelled_heads_deadline_never_jumps_the_line`,
+//!   `limiter_defects::cancelling_the_due_head_while_its_group_waits_in_line_strands_nothing`.
+//! - A task starts at or after its deadline on its own group's clock, whoever frees the slot:
+//!   `limiter_defects::a_slot_freed_on_a_clock_that_is_ahead_never_starts_a_task_early`.
 //! - Limiter limits change at run time (raising starts waiters at once, lowering aborts
-//!   nothing, 0 pauses), and no limiter slot is ever leaked:
-//!   `limiter::limiter_limits_change_at_run_time`,
+//!   nothing, 0 pauses), and no limiter slot is ever leaked; cancelled and dropped groups leave
+//!   the line: `limiter::limiter_limits_change_at_run_time`,
 //!   `limiter::a_dropped_acquire_gives_up_its_place_and_leaks_no_slot`,
-//!   `limiter::cancelled_or_dropped_groups_in_line_leak_no_slot`.
+//!   `limiter::cancelled_or_dropped_groups_in_line_leak_no_slot`,
+//!   `limiter_defects::raising_a_limit_after_a_declined_grant_leaks_no_slot`,
+//!   `limiter_defects::cancelled_or_dropped_groups_leave_the_line`, `limiter_stress::*`.
+//! - After `wait()` returns, the group holds no limiter slot:
+//!   `limiter_defects::after_wait_returns_the_group_holds_no_limiter_slot`.
+//! - Dropping a runtime with any number of groups in a limiter's line neither recurses nor
+//!   aborts, and hands the slots on:
+//!   `limiter_defects::dropping_a_runtime_with_thousands_of_groups_in_line_neither_recurses_nor_aborts`,
+//!   `limiter_stress::a_runtime_shut_down_mid_work_hands_its_slots_to_groups_on_another_runtime`.
 //! - Throttling follows its step, floor, ceiling and hold rules and says why it refuses:
 //!   `throttle::*`.
 //! - History counts and rolls off its windows: `limiter::history_counts_then_rolls_off_for_groups_and_their_limiter`.

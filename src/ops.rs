@@ -20,7 +20,7 @@ impl Shared {
             .schedule(self.id, deadline, task, self.cancel.is_cancelled(), at);
         match result {
             Ok((key, fx)) => {
-                apply(&self.domain, Some(self), fx);
+                apply(Some(self), fx);
                 key
             }
             Err(task) => {
@@ -37,7 +37,7 @@ impl Shared {
         let Some((task, fx)) = removed else {
             return false;
         };
-        apply(&self.domain, Some(self), fx);
+        apply(Some(self), fx);
         drop_catching(task);
         self.settle_cancelled(1);
         true
@@ -50,7 +50,7 @@ impl Shared {
         let Some(fx) = fx else {
             return false;
         };
-        apply(&self.domain, Some(self), fx);
+        apply(Some(self), fx);
         true
     }
 
@@ -58,7 +58,7 @@ impl Shared {
     pub(crate) fn set_limit(self: &Arc<Self>, limit: usize) -> bool {
         let at = self.at();
         let (old, fx) = self.lock().set_group_limit(self.id, limit, at);
-        apply(&self.domain, Some(self), fx);
+        apply(Some(self), fx);
         old != limit
     }
 
@@ -75,7 +75,7 @@ impl Shared {
         let now = Instant::now();
         let at = self.at();
         let (outcome, fx) = self.lock().throttle_group(self.id, step, now, at);
-        apply(&self.domain, Some(self), fx);
+        apply(Some(self), fx);
         outcome
     }
 }

@@ -172,7 +172,6 @@ impl<T: Stamped> DeadlineQueue<T> {
         self.len
     }
 
-    #[cfg(test)]
     pub(crate) fn is_empty(&self) -> bool {
         self.len == 0
     }
@@ -263,6 +262,16 @@ impl<T: Stamped> DeadlineQueue<T> {
     /// The earliest deadline in the queue.
     pub(crate) fn peek_deadline(&mut self) -> Option<u64> {
         self.discard_stale_top();
+        self.heap.peek().map(|entry| entry.deadline)
+    }
+
+    /// A lower bound of the earliest deadline, exact unless the top of the heap is stale (left
+    /// behind by a removal). O(1) and never discards anything, so a caller that only needs to
+    /// know that nothing is due before some time pays nothing after a removal.
+    pub(crate) fn peek_bound(&self) -> Option<u64> {
+        if self.len == 0 {
+            return None;
+        }
         self.heap.peek().map(|entry| entry.deadline)
     }
 

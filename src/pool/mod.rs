@@ -25,8 +25,9 @@
 //!
 //! 1. Every slot is accounted for: `taken == Σ member.running + held`, where `held` counts
 //!    permits and slots granted to `acquire()` callers that have not claimed them yet.
-//! 2. Work conservation: `taken < limit` implies the line is empty, unless the effects say
-//!    `more` (a dispatch stopped at its budget; the caller calls [`Pool::resume`]).
+//! 2. Work conservation: `taken < limit` implies the line is empty, unless a transition stopped
+//!    handing out slots at its budget; then the monitor of the first group in line is awake
+//!    (or told to step again, `Effects::more`) and continues.
 //! 3. The line is exact: a member is in line if and only if it *wants* a slot (not cancelled,
 //!    `running < k`, and its earliest task is due), under the key `(deadline of its earliest
 //!    task, the order in which it joined the line)`. So a slot always goes to the earliest
@@ -66,9 +67,15 @@ pub(crate) type Place = (u64, u64);
 /// `Monitor::Parked::until` when the monitor has no timer set.
 pub(crate) const NO_TIMER: u64 = u64::MAX;
 
-/// How many slots one transition hands out before it lets the caller unlock and call
-/// [`Pool::resume`]: bounds how long the lock is held for a burst of due tasks.
+/// How many tasks a monitor's step or a change of limit starts under one lock: bounds how long
+/// the lock is held, and how long a burst holds a worker thread before the monitor yields.
 pub(crate) const BUDGET: usize = 256;
+
+/// How many tasks an event that frees or adds at most one unit of work starts: one. A slot
+/// freed by a runner goes to one task; if more could start (a burst is under way), the first
+/// group's monitor does it in batches, so runners keep running tasks back to back instead of
+/// spawning more runners.
+const ONE: usize = 1;
 
 /// What a member's monitor task is doing, as far as the protocol needs to know.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -127,8 +134,8 @@ pub(crate) struct Effects<T, G, A> {
     pub(crate) others: Vec<(G, Action<T>)>,
     /// `acquire()` callers handed a slot, to be told.
     pub(crate) grants: Vec<A>,
-    /// A dispatch stopped at its budget with slots free and work in line: unlock, then call
-    /// [`Pool::resume`] and carry out its effects too.
+    /// The caller's monitor must step again at once (after a yield): its step stopped at its
+    /// budget with slots free and work in line. Only a monitor's step reads it.
     pub(crate) more: bool,
 }
 
@@ -210,6 +217,10 @@ impl<T: Stamped, G> Member<T, G> {
         if self.cancelled || !self.cap.has_room() {
             return None;
         }
+        // Nothing due before the bound: no need to clear stale entries to find the head.
+        if self.queue.peek_bound()? > self.frontier {
+            return None;
+        }
         self.queue.peek_deadline().filter(|&d| d <= self.frontier)
     }
 
@@ -219,20 +230,30 @@ impl<T: Stamped, G> Member<T, G> {
 
     /// Invariant 4: what the monitor needs now that the queue may have changed.
     fn monitor_wake(&mut self) -> Wake {
-        let head = self.queue.peek_deadline();
-        match (head, self.monitor) {
-            (None, Monitor::Parked { .. }) => {
+        match self.monitor {
+            Monitor::Parked { .. } if self.queue.is_empty() => {
                 // Let it exit rather than sleep on.
                 self.monitor = Monitor::Active;
                 Wake::Notify
             }
-            (Some(_), Monitor::Stopped) => {
+            Monitor::Stopped if !self.queue.is_empty() => {
                 self.monitor = Monitor::Active;
                 Wake::Spawn
             }
-            (Some(head), Monitor::Parked { until }) if head > self.frontier && head < until => {
-                self.monitor = Monitor::Active;
-                Wake::Notify
+            Monitor::Parked { until } => {
+                // A head at or after the timer, or already due, needs nothing. The bound is
+                // checked first: finding the exact head may mean clearing stale entries.
+                let bound = self.queue.peek_bound().unwrap_or(u64::MAX);
+                if bound >= until {
+                    return Wake::Nothing;
+                }
+                match self.queue.peek_deadline() {
+                    Some(head) if head > self.frontier && head < until => {
+                        self.monitor = Monitor::Active;
+                        Wake::Notify
+                    }
+                    _ => Wake::Nothing,
+                }
             }
             _ => Wake::Nothing,
         }
@@ -345,7 +366,7 @@ impl<T: Stamped, G: Ctx, A> Pool<T, G, A> {
             return Err(task);
         }
         let key = member.queue.insert(deadline, task);
-        Ok((key, self.settle(id, Some(id), at)))
+        Ok((key, self.settle(id, Some(id), at, ONE)))
     }
 
     /// Removes the pending task `key`; the caller drops it, then calls
@@ -357,7 +378,7 @@ impl<T: Stamped, G: Ctx, A> Pool<T, G, A> {
         at: u64,
     ) -> Option<(T, Fx<T, G, A>)> {
         let task = self.member(id).queue.remove(key)?;
-        Some((task, self.settle(id, Some(id), at)))
+        Some((task, self.settle(id, Some(id), at, ONE)))
     }
 
     /// Moves the pending task `key` to `deadline`. `None` if it is not pending.
@@ -371,7 +392,7 @@ impl<T: Stamped, G: Ctx, A> Pool<T, G, A> {
         if !self.member(id).queue.reschedule(key, deadline) {
             return None;
         }
-        Some(self.settle(id, Some(id), at))
+        Some(self.settle(id, Some(id), at, ONE))
     }
 
     pub(crate) fn is_pending(&mut self, id: MemberId, key: Key) -> bool {
@@ -420,7 +441,7 @@ impl<T: Stamped, G: Ctx, A> Pool<T, G, A> {
         let member = self.member(id);
         member.frontier = member.frontier.max(now);
         member.monitor = Monitor::Active;
-        let mut fx = self.settle(id, Some(id), now);
+        let mut fx = self.settle(id, Some(id), now, BUDGET);
         // The monitor is awake: nothing needs waking for it.
         fx.wake = Wake::Nothing;
         if fx.more {
@@ -461,7 +482,7 @@ impl<T: Stamped, G: Ctx, A> Pool<T, G, A> {
         member.cap.release();
         member.activity.finish(member.frontier);
         self.free(at);
-        let mut fx = self.settle(id, Some(id), at);
+        let mut fx = self.settle(id, Some(id), at, ONE);
         fx.idle = self.member(id).is_idle();
         fx
     }
@@ -474,7 +495,7 @@ impl<T: Stamped, G: Ctx, A> Pool<T, G, A> {
         at: u64,
     ) -> (usize, Fx<T, G, A>) {
         let old = self.member(id).cap.set_limit(k);
-        (old, self.settle(id, Some(id), at))
+        (old, self.settle(id, Some(id), at, BUDGET))
     }
 
     /// Replaces the throttle of the group's own cap; `ceiling: None` means the cap now.
@@ -496,7 +517,7 @@ impl<T: Stamped, G: Ctx, A> Pool<T, G, A> {
         if let ThrottleOutcome::Applied { to, .. } = outcome {
             member.cap.set_limit(to);
         }
-        (outcome, self.settle(id, Some(id), at))
+        (outcome, self.settle(id, Some(id), at, BUDGET))
     }
 
     pub(crate) fn group_limit(&mut self, id: MemberId) -> usize {
@@ -523,11 +544,19 @@ impl<T: Stamped, G: Ctx, A> Pool<T, G, A> {
 
     /// After any change to member `id`: brings its place in line and its monitor up to date,
     /// and hands out free slots (invariants 2 to 4).
-    fn settle(&mut self, id: MemberId, caller: Option<MemberId>, at: u64) -> Fx<T, G, A> {
+    fn settle(
+        &mut self,
+        id: MemberId,
+        caller: Option<MemberId>,
+        at: u64,
+        budget: usize,
+    ) -> Fx<T, G, A> {
         let mut fx = Effects::new();
-        let mut budget = BUDGET;
+        let mut budget = budget;
         self.serve(id, caller, at, &mut budget, &mut fx);
-        self.dispatch(caller, at, &mut budget, &mut fx);
+        if self.taken < self.limit && !self.line.is_empty() {
+            self.dispatch(caller, at, &mut budget, &mut fx);
+        }
         fx
     }
 
@@ -561,7 +590,14 @@ impl<T: Stamped, G: Ctx, A> Pool<T, G, A> {
                 old = None;
                 continue;
             }
-            fx.more |= free;
+            if free {
+                // Stopped at the budget with a slot free: the monitor continues. In a private
+                // pool nobody else competes for the slots, so the group needs no place in line.
+                self.continue_with(id, caller, fx);
+                if self.activity.is_none() {
+                    break;
+                }
+            }
             if old.is_none() {
                 self.next_order += 1;
             }
@@ -633,20 +669,21 @@ impl<T: Stamped, G: Ctx, A> Pool<T, G, A> {
             let Some(entry) = self.line.first_entry() else {
                 break;
             };
-            if *budget == 0 {
-                fx.more = true;
-                break;
-            }
             match entry.get() {
+                Waiter::Member(id) if *budget == 0 => {
+                    let id = *id;
+                    self.continue_with(id, caller, fx);
+                    break;
+                }
                 Waiter::Member(id) => {
                     let id = *id;
                     self.serve(id, caller, at, budget, fx);
                 }
+                // A grant spawns nothing, and there are at most `limit` of them: no budget.
                 Waiter::Acquire(_) => {
                     let Waiter::Acquire(ticket) = entry.remove() else {
                         unreachable!("matched above");
                     };
-                    *budget -= 1;
                     self.held += 1;
                     self.take(at);
                     fx.grants.push(ticket);
@@ -655,10 +692,34 @@ impl<T: Stamped, G: Ctx, A> Pool<T, G, A> {
         }
     }
 
-    /// Continues a dispatch that stopped at its budget (`Effects::more`).
-    pub(crate) fn resume(&mut self, at: u64) -> Fx<T, G, A> {
+    /// Handing out slots stopped at its budget with slots free and member `id` first in line:
+    /// its monitor continues (invariant 2). A parked monitor is woken; an active one steps
+    /// again anyway, and if it is the caller (a monitor mid-step) it is told so.
+    fn continue_with(&mut self, id: MemberId, caller: Option<MemberId>, fx: &mut Fx<T, G, A>) {
+        let member = self.member(id);
+        let wake = match member.monitor {
+            Monitor::Parked { .. } => Wake::Notify,
+            // A group that wants a slot has a queued task, so a monitor (invariant 4).
+            Monitor::Stopped => Wake::Spawn,
+            Monitor::Active => {
+                if caller == Some(id) {
+                    fx.more = true;
+                }
+                return;
+            }
+        };
+        member.monitor = Monitor::Active;
+        if caller == Some(id) {
+            fx.wake = wake;
+        } else if let Some(ctx) = member.ctx.strong() {
+            fx.others.push((ctx, Action::Wake(wake)));
+        }
+    }
+
+    /// Hands free slots to the line after a change of limit or a freed permit.
+    fn hand_out(&mut self, budget: usize, at: u64) -> Fx<T, G, A> {
         let mut fx = Effects::new();
-        let mut budget = BUDGET;
+        let mut budget = budget;
         self.dispatch(None, at, &mut budget, &mut fx);
         fx
     }
@@ -699,7 +760,7 @@ impl<T: Stamped, G: Ctx, A> Pool<T, G, A> {
     /// Sets the limit; returns the old one. Raising it hands the new slots out at once.
     pub(crate) fn set_limit(&mut self, limit: usize, at: u64) -> (usize, Fx<T, G, A>) {
         let old = std::mem::replace(&mut self.limit, limit);
-        (old, self.resume(at))
+        (old, self.hand_out(BUDGET, at))
     }
 
     /// Replaces the limit's throttle; `ceiling: None` means the limit now.
@@ -718,7 +779,7 @@ impl<T: Stamped, G: Ctx, A> Pool<T, G, A> {
         if let ThrottleOutcome::Applied { to, .. } = outcome {
             self.limit = to;
         }
-        (outcome, self.resume(at))
+        (outcome, self.hand_out(BUDGET, at))
     }
 
     /// Takes a slot for a permit if one is free now.
@@ -762,7 +823,7 @@ impl<T: Stamped, G: Ctx, A> Pool<T, G, A> {
             .checked_sub(1)
             .expect("released a permit that was not held");
         self.free(at);
-        self.resume(at)
+        self.hand_out(ONE, at)
     }
 
     /// The limiter's history at `at`.

@@ -249,40 +249,32 @@ impl Harness {
         self.head(g).filter(|&d| d <= self.now)
     }
 
-    fn apply(&mut self, caller: Option<MemberId>, fx: TestFx) {
-        let mut fx = fx;
-        loop {
-            let mut started = Vec::new();
-            if let Some(g) = caller {
-                self.wake(g, fx.wake);
-                started.extend(fx.starts.drain(..).map(|job| (g, job)));
-            }
-            for (g, action) in fx.others.drain(..) {
-                match action {
-                    Action::Start(job) => started.push((g, job)),
-                    Action::Wake(wake) => self.wake(g, wake),
-                }
-            }
-            for ticket in fx.grants.drain(..) {
-                match self.tickets[ticket].1 {
-                    TicketState::Waiting(place) => {
-                        self.tickets[ticket].1 = TicketState::Granted(place);
-                    }
-                    other => self
-                        .violations
-                        .push(format!("ticket {ticket} granted while {other:?}")),
-                }
-            }
-            for &(g, ref job) in &started {
-                self.on_start(g, job.id);
-            }
-            self.check_edf(&started);
-            if !fx.more {
-                break;
-            }
-            let at = self.elsewhere();
-            fx = self.pool.resume(at);
+    fn apply(&mut self, caller: Option<MemberId>, mut fx: TestFx) {
+        let mut started = Vec::new();
+        if let Some(g) = caller {
+            self.wake(g, fx.wake);
+            started.extend(fx.starts.drain(..).map(|job| (g, job)));
         }
+        for (g, action) in fx.others.drain(..) {
+            match action {
+                Action::Start(job) => started.push((g, job)),
+                Action::Wake(wake) => self.wake(g, wake),
+            }
+        }
+        for ticket in fx.grants.drain(..) {
+            match self.tickets[ticket].1 {
+                TicketState::Waiting(place) => {
+                    self.tickets[ticket].1 = TicketState::Granted(place);
+                }
+                other => self
+                    .violations
+                    .push(format!("ticket {ticket} granted while {other:?}")),
+            }
+        }
+        for &(g, ref job) in &started {
+            self.on_start(g, job.id);
+        }
+        self.check_edf(&started);
     }
 
     fn wake(&mut self, g: MemberId, wake: Wake) {

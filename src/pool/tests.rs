@@ -208,14 +208,14 @@ fn a_cancelled_group_leaves_the_line_and_its_running_tasks_hand_their_slots_on()
 }
 
 #[test]
-fn a_burst_is_handed_out_a_budget_at_a_time() {
-    let mut p = pool(usize::MAX, &[usize::MAX], 100);
-    let _ = p.set_group_limit(0, 0, 0);
+fn a_burst_is_started_a_budget_at_a_time_by_the_monitor() {
+    let mut p = pool(usize::MAX, &[0], 100);
     for _ in 0..BUDGET + 10 {
         let _ = schedule(&mut p, 0, 0, "t");
     }
     let (_, fx) = p.set_group_limit(0, usize::MAX, 0);
-    assert_eq!((fx.starts.len(), fx.more), (BUDGET, true));
-    let fx = p.resume(0);
-    assert_eq!((started(&fx).len(), fx.more), (10, false));
+    assert_eq!(fx.starts.len(), BUDGET);
+    assert!(fx.more, "the monitor, active, steps again");
+    let (step, fx) = p.step(0, 100);
+    assert_eq!((step, fx.starts.len()), (Step::Exit, 10));
 }
