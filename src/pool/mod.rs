@@ -366,6 +366,18 @@ impl<T: Stamped, G: Ctx, A> Pool<T, G, A> {
             return Err(task);
         }
         let key = member.queue.insert(deadline, task);
+        // The common case: a task for later into a group that is not waiting, with a monitor
+        // whose timer comes first. Nothing to hand out, nobody to wake.
+        if member.place.is_none()
+            && deadline > member.frontier
+            && match member.monitor {
+                Monitor::Active => true,
+                Monitor::Parked { until } => until <= deadline,
+                Monitor::Stopped => false,
+            }
+        {
+            return Ok((key, Effects::new()));
+        }
         Ok((key, self.settle(id, Some(id), at, ONE)))
     }
 
@@ -377,7 +389,16 @@ impl<T: Stamped, G: Ctx, A> Pool<T, G, A> {
         key: Key,
         at: u64,
     ) -> Option<(T, Fx<T, G, A>)> {
-        let task = self.member(id).queue.remove(key)?;
+        let member = self.member(id);
+        let task = member.queue.remove(key)?;
+        // Out of line, a group wanted no slot before and wants none now: at most its monitor
+        // needs a timer for a head that is no longer due. A place in line, or an emptied
+        // queue, needs settling.
+        if member.place.is_none() && !member.queue.is_empty() {
+            let mut fx = Effects::new();
+            fx.wake = member.monitor_wake();
+            return Some((task, fx));
+        }
         Some((task, self.settle(id, Some(id), at, ONE)))
     }
 
