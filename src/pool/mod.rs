@@ -289,8 +289,9 @@ pub(crate) struct Pool<T, G, A> {
 // ===== impl Pool: members and their tasks =====
 
 impl<T: Stamped, G: Ctx, A> Pool<T, G, A> {
-    /// A pool of `limit` slots: with `history`, a limiter's; without, a group's private one.
-    pub(crate) fn new(limit: usize, history: bool) -> Self {
+    /// A pool of `limit` slots: `shared`, a limiter's (its members compete for slots, and it
+    /// keeps a history); otherwise a group's private one.
+    pub(crate) fn new(limit: usize, shared: bool) -> Self {
         Self {
             limit,
             taken: 0,
@@ -300,7 +301,7 @@ impl<T: Stamped, G: Ctx, A> Pool<T, G, A> {
             members: Vec::new(),
             vacant: Vec::new(),
             throttle: ThrottleState::new(Throttle::default(), limit),
-            activity: history.then(Activity::new),
+            activity: shared.then(Activity::new),
         }
     }
 
@@ -615,7 +616,7 @@ impl<T: Stamped, G: Ctx, A> Pool<T, G, A> {
                 // Stopped at the budget with a slot free: the monitor continues. In a private
                 // pool nobody else competes for the slots, so the group needs no place in line.
                 self.continue_with(id, caller, fx);
-                if self.activity.is_none() {
+                if !self.is_shared() {
                     break;
                 }
             }
@@ -743,6 +744,11 @@ impl<T: Stamped, G: Ctx, A> Pool<T, G, A> {
         let mut budget = budget;
         self.dispatch(None, at, &mut budget, &mut fx);
         fx
+    }
+
+    /// A limiter's pool, as opposed to a group's private one.
+    fn is_shared(&self) -> bool {
+        self.activity.is_some()
     }
 
     fn take(&mut self, at: u64) {
