@@ -53,21 +53,12 @@ enum Op {
     DropClone,
 }
 
-/// Deadline offsets in coarse steps, so that equal deadlines (and FIFO among them) are common.
-fn offset() -> impl Strategy<Value = i64> {
-    prop_oneof![
-        (-5i64..0).prop_map(|x| x * 10),
-        (0i64..6).prop_map(|x| x * 10),
-        1_000i64..100_000
-    ]
-}
-
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
-        6 => (offset(), 0u64..30).prop_map(|(offset_ms, run_ms)| Op::Schedule { offset_ms, run_ms }),
+        6 => (common::offset_ms(), 0u64..30).prop_map(|(offset_ms, run_ms)| Op::Schedule { offset_ms, run_ms }),
         2 => (0u64..80, 0u64..30).prop_map(|(delay_ms, run_ms)| Op::Delay { delay_ms, run_ms }),
         3 => any::<usize>().prop_map(Op::Cancel),
-        3 => (any::<usize>(), offset()).prop_map(|(i, o)| Op::Reschedule(i, o)),
+        3 => (any::<usize>(), common::offset_ms()).prop_map(|(i, o)| Op::Reschedule(i, o)),
         2 => (0usize..4).prop_map(Op::SetCap),
         1 => Just(Op::CancelGroup),
         4 => (0u64..60).prop_map(Op::Advance),

@@ -67,6 +67,8 @@
 //! On failure proptest shrinks to a short, readable list of `Op`s.
 //! `SCHEDGROUP_PROPTEST_CASES` sets the number of cases (default 256).
 
+mod common;
+
 use std::pin::pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -126,23 +128,14 @@ enum Op {
     Advance(u64),
 }
 
-/// Deadline offsets in coarse steps, so that equal deadlines are common.
-fn offset() -> impl Strategy<Value = i64> {
-    prop_oneof![
-        (-5i64..0).prop_map(|x| x * 10),
-        (0i64..6).prop_map(|x| x * 10),
-        1_000i64..100_000
-    ]
-}
-
 fn op() -> impl Strategy<Value = Op> {
     // Shrinking turns ops into earlier alternatives: first comes the one that, at 0, does
     // nothing but settle, so leftovers in a shrunk case read as `Advance(0)`.
     prop_oneof![
         3 => (0u64..60).prop_map(Op::Advance),
-        8 => (0usize..4, offset()).prop_map(|(group, offset_ms)| Op::Schedule { group, offset_ms }),
+        8 => (0usize..4, common::offset_ms()).prop_map(|(group, offset_ms)| Op::Schedule { group, offset_ms }),
         2 => (0usize..100).prop_map(Op::Cancel),
-        2 => (0usize..100, offset()).prop_map(|(i, o)| Op::Reschedule(i, o)),
+        2 => (0usize..100, common::offset_ms()).prop_map(|(i, o)| Op::Reschedule(i, o)),
         7 => (0usize..100).prop_map(Op::End),
         2 => (0usize..5).prop_map(Op::SetLimit),
         1 => Just(Op::ThrottleDown),

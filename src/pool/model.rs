@@ -25,40 +25,13 @@
 use proptest::prelude::*;
 use tokio::time::Instant;
 
+use super::tests::{Job, Tag};
 use super::*;
-use crate::queue::Stamp;
 
 const HOUR: u64 = 3_600_000;
 
-/// A task as the pool stores it: its id in the harness.
-#[derive(Debug)]
-struct Job {
-    id: usize,
-    stamp: Stamp,
-}
-
-impl Stamped for Job {
-    fn stamp(&self) -> Stamp {
-        self.stamp
-    }
-    fn set_stamp(&mut self, stamp: Stamp) {
-        self.stamp = stamp;
-    }
-}
-
-/// A group as effects name it.
-#[derive(Debug, Clone, Copy)]
-struct Tag(MemberId);
-
-impl Ctx for Tag {
-    type Strong = MemberId;
-    fn strong(&self) -> Option<MemberId> {
-        Some(self.0)
-    }
-}
-
-type TestPool = Pool<Job, Tag, usize>;
-type TestFx = Fx<Job, Tag, usize>;
+type TestPool = Pool<Job<usize>, Tag, usize>;
+type TestFx = Fx<Job<usize>, Tag, usize>;
 
 #[derive(Debug, Clone)]
 enum Op {
@@ -272,7 +245,7 @@ impl Harness {
             }
         }
         for &(g, ref job) in &started {
-            self.on_start(g, job.id);
+            self.on_start(g, job.0);
         }
         self.check_edf(&started);
     }
@@ -339,9 +312,9 @@ impl Harness {
 
     /// After a transition's starts: no group that still wants a slot has an earlier due head,
     /// and no `acquire()` that called earlier still waits.
-    fn check_edf(&mut self, started: &[(MemberId, Job)]) {
+    fn check_edf(&mut self, started: &[(MemberId, Job<usize>)]) {
         for &(g, ref job) in started {
-            let deadline = self.tasks[job.id].deadline;
+            let deadline = self.tasks[job.0].deadline;
             for h in 0..self.groups.len() {
                 if h == g {
                     continue;
@@ -378,10 +351,7 @@ impl Harness {
     fn schedule(&mut self, g: MemberId, offset: i64) {
         let deadline = self.now.saturating_add_signed(offset);
         let id = self.tasks.len();
-        let job = Job {
-            id,
-            stamp: Stamp::default(),
-        };
+        let job = Job::new(id);
         let at = self.elsewhere();
         let result = self.pool.schedule(g, deadline, job, false, at);
         self.groups[g].scheduled += 1;
@@ -404,7 +374,7 @@ impl Harness {
                 });
                 if !self.groups[g].cancelled {
                     self.violations
-                        .push(format!("group {g} refused task {}", job.id));
+                        .push(format!("group {g} refused task {}", job.0));
                 }
                 self.groups[g].cancelled_tasks += 1;
                 let _idle = self.pool.settle_cancelled(g, 1);
@@ -415,7 +385,7 @@ impl Harness {
     fn cancel_group(&mut self, g: MemberId, monitor_exits: bool) {
         self.groups[g].cancelled = true;
         let (drained, wake) = self.pool.cancel_group(g, monitor_exits);
-        let ids: Vec<usize> = drained.map(|job| job.id).collect();
+        let ids: Vec<usize> = drained.map(|job| job.0).collect();
         for &id in &ids {
             self.tasks[id].state = TaskState::Cancelled;
         }
@@ -457,7 +427,7 @@ impl Harness {
                     let (g, key) = (self.tasks[id].group, self.tasks[id].key);
                     match self.pool.cancel_task(g, key, at) {
                         Some((job, fx)) => {
-                            assert_eq!(job.id, id);
+                            assert_eq!(job.0, id);
                             self.tasks[id].state = TaskState::Cancelled;
                             self.groups[g].cancelled_tasks += 1;
                             self.apply(Some(g), fx);

@@ -3,10 +3,17 @@
 use super::*;
 use crate::queue::Stamp;
 
+/// A task as the tests store it: a name (or an id) and its queue stamp.
 #[derive(Debug)]
-struct Job(&'static str, Stamp);
+pub(super) struct Job<N>(pub(super) N, Stamp);
 
-impl Stamped for Job {
+impl<N> Job<N> {
+    pub(super) fn new(name: N) -> Self {
+        Self(name, Stamp::default())
+    }
+}
+
+impl<N> Stamped for Job<N> {
     fn stamp(&self) -> Stamp {
         self.1
     }
@@ -15,8 +22,9 @@ impl Stamped for Job {
     }
 }
 
+/// A group as effects name it: its id.
 #[derive(Debug, Clone, Copy)]
-struct Tag(MemberId);
+pub(super) struct Tag(pub(super) MemberId);
 
 impl Ctx for Tag {
     type Strong = MemberId;
@@ -25,8 +33,8 @@ impl Ctx for Tag {
     }
 }
 
-type P = Pool<Job, Tag, &'static str>;
-type E = Fx<Job, Tag, &'static str>;
+type P = Pool<Job<&'static str>, Tag, &'static str>;
+type E = Fx<Job<&'static str>, Tag, &'static str>;
 
 /// A pool of `limit` with groups of the given caps, every group's clock at `now`.
 fn pool(limit: usize, ks: &[usize], now: u64) -> P {
@@ -40,7 +48,7 @@ fn pool(limit: usize, ks: &[usize], now: u64) -> P {
 }
 
 fn schedule(p: &mut P, g: MemberId, deadline: u64, name: &'static str) -> (Key, E) {
-    p.schedule(g, deadline, Job(name, Stamp::default()), false, 0)
+    p.schedule(g, deadline, Job::new(name), false, 0)
         .ok()
         .unwrap()
 }
@@ -201,10 +209,7 @@ fn a_cancelled_group_leaves_the_line_and_its_running_tasks_hand_their_slots_on()
     assert_eq!(p.waiting(), 1);
     let fx = p.finish(0, Outcome::Cancelled, Some(100), 0);
     assert_eq!(started(&fx), ["b"]);
-    assert!(
-        p.schedule(0, 0, Job("late", Stamp::default()), false, 0)
-            .is_err()
-    );
+    assert!(p.schedule(0, 0, Job::new("late"), false, 0).is_err());
 }
 
 #[test]

@@ -87,3 +87,14 @@ pub fn iterations(default: usize) -> usize {
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
 }
+
+/// Deadline offsets in ms for property models, in coarse steps so that equal deadlines (and the
+/// order among them) are common: a little in the past, due about now, or far ahead.
+pub fn offset_ms() -> impl proptest::strategy::Strategy<Value = i64> {
+    use proptest::prelude::*;
+    prop_oneof![
+        (-5i64..0).prop_map(|x| x * 10),
+        (0i64..6).prop_map(|x| x * 10),
+        1_000i64..100_000
+    ]
+}
