@@ -36,8 +36,8 @@
 use std::cell::RefCell;
 use std::future::poll_fn;
 use std::pin::pin;
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::task::Poll;
 use std::time::Duration;
 
@@ -153,11 +153,9 @@ fn spawn_all(mut spawns: Vec<Spawn>) {
     match outer {
         Ok(false) => return,
         Ok(true) => {}
-        // The thread is exiting and its locals are gone: nothing nests any more.
-        Err(_) => {
-            spawns.into_iter().for_each(Spawn::run);
-            return;
-        }
+        // The thread is exiting and its locals are gone (a runtime kept in a thread local is
+        // being dropped): the same loop, over a queue shared by such threads.
+        Err(_) => return spawn_all_exiting(spawns),
     }
     let _outer = Outer;
     while !spawns.is_empty() {
@@ -169,6 +167,30 @@ fn spawn_all(mut spawns: Vec<Spawn>) {
                 .map(std::mem::take)
                 .unwrap_or_default()
         });
+    }
+}
+
+/// Spawns queued by threads whose locals are gone, while one of them carries spawns out.
+static EXITING: Mutex<Option<Vec<Spawn>>> = Mutex::new(None);
+
+/// `spawn_all` for a thread whose locals are gone: the queue is shared, so whichever thread
+/// got there first carries out the others' spawns too.
+fn spawn_all_exiting(mut spawns: Vec<Spawn>) {
+    let exiting = || EXITING.lock().unwrap_or_else(PoisonError::into_inner);
+    {
+        let mut queue = exiting();
+        match queue.as_mut() {
+            Some(queue) => return queue.append(&mut spawns),
+            None => *queue = Some(Vec::new()),
+        }
+    }
+    while !spawns.is_empty() {
+        spawns.drain(..).for_each(Spawn::run);
+        let mut queue = exiting();
+        spawns = queue.as_mut().map(std::mem::take).unwrap_or_default();
+        if spawns.is_empty() {
+            *queue = None;
+        }
     }
 }
 
@@ -306,10 +328,14 @@ fn end(task: Option<BoxTask>, outcome: Outcome) -> Outcome {
 }
 
 impl Drop for Runner {
-    /// The runtime dropped the runner mid-task (it is shutting down), or never ran it: the task
-    /// is cancelled and its slots handed on.
+    /// The runtime dropped the runner mid-task, or never ran it: it is shutting down, so
+    /// nothing of this group can run any more. The group is cancelled first, as when the
+    /// runtime drops its monitor, so that a task whose `Drop` schedules a retry is refused
+    /// rather than started and dropped again for ever; then the task is cancelled and its
+    /// slots handed on.
     fn drop(&mut self) {
         if let Some(task) = self.task.take() {
+            self.shared.cancel_and_drain(false);
             let outcome = end(Some(task), Outcome::Cancelled);
             let at = self.shared.at();
             let fx = self.shared.lock().finish(self.shared.id, outcome, None, at);

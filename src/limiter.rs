@@ -14,7 +14,7 @@ use crate::clock::Clock;
 use crate::driver::apply;
 use crate::history::History;
 use crate::pool::{Place, Pool};
-use crate::shared::{Domain, Ticket, lock};
+use crate::shared::{Domain, Effects, Ticket, lock};
 use crate::throttle::{Throttle, ThrottleOutcome, ThrottleState};
 
 /// A cap of `N` running tasks shared by every [`Group`](crate::Group) that joins it with
@@ -186,7 +186,7 @@ impl Limiter {
     pub fn set_limit(&self, limit: usize) -> bool {
         let at = Clock::process().now();
         let (old, fx) = lock(&self.domain).set_limit(limit, at);
-        apply(None, fx);
+        self.carry_out(fx);
         old != limit
     }
 
@@ -217,7 +217,7 @@ impl Limiter {
         let now = Instant::now();
         let at = Clock::process().now();
         let (outcome, fx) = lock(&self.domain).throttle(step, now, at);
-        apply(None, fx);
+        self.carry_out(fx);
         outcome
     }
 
@@ -281,11 +281,25 @@ impl Limiter {
         }
     }
 
+    /// Carries out a transition's effects, and goes on handing out slots a batch at a time
+    /// while it stopped at its budget.
+    fn carry_out(&self, mut fx: Effects) {
+        loop {
+            let more = fx.more;
+            apply(None, fx);
+            if !more {
+                return;
+            }
+            let at = Clock::process().now();
+            fx = lock(&self.domain).resume(at);
+        }
+    }
+
     /// Gives a permit's slot back and hands it on.
     fn release(&self) {
         let at = Clock::process().now();
         let fx = lock(&self.domain).release(at);
-        apply(None, fx);
+        self.carry_out(fx);
     }
 
     /// What the limiter is doing now and did over the last 10 s, 1 min and 5 min: slots taken,
@@ -314,7 +328,7 @@ impl Drop for Waiting<'_> {
         let at = Clock::process().now();
         let fx = lock(&self.limiter.domain).abandon(self.place, at);
         if let Some(fx) = fx {
-            apply(None, fx);
+            self.limiter.carry_out(fx);
         }
     }
 }

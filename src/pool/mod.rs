@@ -26,8 +26,9 @@
 //! 1. Every slot is accounted for: `taken == Σ member.running + held`, where `held` counts
 //!    permits and slots granted to `acquire()` callers that have not claimed them yet.
 //! 2. Work conservation: `taken < limit` implies the line is empty, unless a transition stopped
-//!    handing out slots at its budget; then the monitor of the first group in line is awake
-//!    (or told to step again, `Effects::more`) and continues.
+//!    handing out slots at its budget; then its caller continues (`Effects::more`: a monitor
+//!    steps again, a limiter's caller calls [`Pool::resume`]), or the monitor of the first
+//!    group in line was woken to.
 //! 3. The line is exact: a member is in line if and only if it *wants* a slot (not cancelled,
 //!    `running < k`, and its earliest task is due), under the key `(deadline of its earliest
 //!    task, the order in which it joined the line)`. So a slot always goes to the earliest
@@ -134,8 +135,10 @@ pub(crate) struct Effects<T, G, A> {
     pub(crate) others: Vec<(G, Action<T>)>,
     /// `acquire()` callers handed a slot, to be told.
     pub(crate) grants: Vec<A>,
-    /// The caller's monitor must step again at once (after a yield): its step stopped at its
-    /// budget with slots free and work in line. Only a monitor's step reads it.
+    /// Handing out slots stopped at the budget with slots free and work in line. For a
+    /// monitor's step: step again at once (after a yield). For a limiter's transition: unlock,
+    /// carry out these effects, and call [`Pool::resume`]. Other callers ignore it: the first
+    /// group's monitor was woken to continue.
     pub(crate) more: bool,
 }
 
@@ -718,6 +721,13 @@ impl<T: Stamped, G: Ctx, A> Pool<T, G, A> {
     /// its monitor continues (invariant 2). A parked monitor is woken; an active one steps
     /// again anyway, and if it is the caller (a monitor mid-step) it is told so.
     fn continue_with(&mut self, id: MemberId, caller: Option<MemberId>, fx: &mut Fx<T, G, A>) {
+        if caller.is_none() {
+            // A limiter's own caller (a change of limit, a freed permit) continues itself, a
+            // lock at a time: the first group's monitor may be on a runtime that is not
+            // running, and the groups behind it must not wait for that.
+            fx.more = true;
+            return;
+        }
         let member = self.member(id);
         let wake = match member.monitor {
             Monitor::Parked { .. } => Wake::Notify,
@@ -744,6 +754,12 @@ impl<T: Stamped, G: Ctx, A> Pool<T, G, A> {
         let mut budget = budget;
         self.dispatch(None, at, &mut budget, &mut fx);
         fx
+    }
+
+    /// Goes on handing out free slots after a limiter's transition stopped at its budget
+    /// (`Effects::more`, for a caller that is not a group).
+    pub(crate) fn resume(&mut self, at: u64) -> Fx<T, G, A> {
+        self.hand_out(BUDGET, at)
     }
 
     /// A limiter's pool, as opposed to a group's private one.
@@ -811,8 +827,9 @@ impl<T: Stamped, G: Ctx, A> Pool<T, G, A> {
 
     /// Takes a slot for a permit if one is free now.
     pub(crate) fn try_acquire(&mut self, at: u64) -> bool {
-        // Invariant 2: a free slot means nobody is in line.
-        if self.taken < self.limit {
+        // A free slot with someone in line is being handed out a batch at a time (invariant
+        // 2): it is theirs, not this caller's.
+        if self.taken < self.limit && self.line.is_empty() {
             self.held += 1;
             self.take(at);
             true
