@@ -227,6 +227,20 @@ impl<T: Stamped, G> Member<T, G> {
         self.queue.peek_deadline().filter(|&d| d <= self.frontier)
     }
 
+    /// Whether a task just put at `deadline` changes nothing: the group waits in no line (so
+    /// it wanted no slot, and a task that is not due does not make it want one), and its
+    /// monitor is awake or has a timer no later than `deadline`. The common case of a schedule
+    /// or a reschedule for later, settled without serving or dispatching.
+    fn is_quiet_after(&self, deadline: u64) -> bool {
+        self.place.is_none()
+            && deadline > self.frontier
+            && match self.monitor {
+                Monitor::Active => true,
+                Monitor::Parked { until } => until <= deadline,
+                Monitor::Stopped => false,
+            }
+    }
+
     fn is_idle(&self) -> bool {
         self.counters.pending == 0 && self.cap.running() == 0
     }
@@ -370,16 +384,7 @@ impl<T: Stamped, G: Ctx, A> Pool<T, G, A> {
             return Err(task);
         }
         let key = member.queue.insert(deadline, task);
-        // The common case: a task for later into a group that is not waiting, with a monitor
-        // whose timer comes first. Nothing to hand out, nobody to wake.
-        if member.place.is_none()
-            && deadline > member.frontier
-            && match member.monitor {
-                Monitor::Active => true,
-                Monitor::Parked { until } => until <= deadline,
-                Monitor::Stopped => false,
-            }
-        {
+        if member.is_quiet_after(deadline) {
             return Ok((key, Effects::new()));
         }
         Ok((key, self.settle(id, Some(id), at, ONE)))
@@ -414,8 +419,12 @@ impl<T: Stamped, G: Ctx, A> Pool<T, G, A> {
         deadline: u64,
         at: u64,
     ) -> Option<Fx<T, G, A>> {
-        if !self.member(id).queue.reschedule(key, deadline) {
+        let member = self.member(id);
+        if !member.queue.reschedule(key, deadline) {
             return None;
+        }
+        if member.is_quiet_after(deadline) {
+            return Some(Effects::new());
         }
         Some(self.settle(id, Some(id), at, ONE))
     }
