@@ -20,7 +20,9 @@ impl Shared {
             .schedule(self.id, deadline, task, self.cancel.is_cancelled(), at);
         match result {
             Ok((key, fx)) => {
-                apply(Some(self), fx);
+                if let Some(fx) = fx {
+                    apply(Some(self), fx);
+                }
                 key
             }
             Err(task) => {
@@ -37,7 +39,9 @@ impl Shared {
         let Some((task, fx)) = removed else {
             return false;
         };
-        apply(Some(self), fx);
+        if let Some(fx) = fx {
+            apply(Some(self), fx);
+        }
         drop_catching(task);
         self.settle_cancelled(1);
         true
@@ -46,12 +50,16 @@ impl Shared {
     /// Moves the pending task `key` to `deadline`. `false` if it was not pending.
     pub(crate) fn reschedule(self: &Arc<Self>, key: Key, deadline: u64) -> bool {
         let at = self.at();
-        let fx = self.lock().reschedule(self.id, key, deadline, at);
-        let Some(fx) = fx else {
-            return false;
-        };
-        apply(Some(self), fx);
-        true
+        let moved = self.lock().reschedule(self.id, key, deadline, at);
+        match moved {
+            None => false,
+            Some(fx) => {
+                if let Some(fx) = fx {
+                    apply(Some(self), fx);
+                }
+                true
+            }
+        }
     }
 
     /// Sets the cap. Returns `true` if it changed.

@@ -184,6 +184,10 @@ impl<S> Ctx for std::sync::Weak<S> {
 /// The effects of a pool whose members are reached through `G`.
 pub(crate) type Fx<T, G, A> = Effects<T, <G as Ctx>::Strong, A>;
 
+/// Effects where there are often none: `None` costs the hot paths (a schedule or reschedule
+/// for later, a cancel) nothing to build, move or carry out.
+pub(crate) type MaybeFx<T, G, A> = Option<Fx<T, G, A>>;
+
 /// Who waits in line.
 #[derive(Debug)]
 enum Waiter<A> {
@@ -366,7 +370,8 @@ impl<T: Stamped, G: Ctx, A> Pool<T, G, A> {
             .expect("a group's id names it until it leaves")
     }
 
-    /// Adds `task` at `deadline`. `Err(task)` if the group is cancelled (here, or by the
+    /// Adds `task` at `deadline`, with the effects to carry out (`None`: nothing to do, the
+    /// common case). `Err(task)` if the group is cancelled (here, or by the
     /// caller's flag, which is set before the pool hears of it): the task is counted as pending
     /// until the caller has dropped it and called [`settle_cancelled`](Pool::settle_cancelled).
     pub(crate) fn schedule(
@@ -376,7 +381,7 @@ impl<T: Stamped, G: Ctx, A> Pool<T, G, A> {
         task: T,
         cancelled: bool,
         at: u64,
-    ) -> Result<(Key, Fx<T, G, A>), T> {
+    ) -> Result<(Key, MaybeFx<T, G, A>), T> {
         let member = self.member(id);
         member.counters.scheduled += 1;
         member.counters.pending += 1;
@@ -385,48 +390,55 @@ impl<T: Stamped, G: Ctx, A> Pool<T, G, A> {
         }
         let key = member.queue.insert(deadline, task);
         if member.is_quiet_after(deadline) {
-            return Ok((key, Effects::new()));
+            return Ok((key, None));
         }
-        Ok((key, self.settle(id, Some(id), at, ONE)))
+        Ok((key, Some(self.settle(id, Some(id), at, ONE))))
     }
 
-    /// Removes the pending task `key`; the caller drops it, then calls
-    /// [`settle_cancelled`](Pool::settle_cancelled).
+    /// Removes the pending task `key`, with the effects to carry out (`None`: nothing to do);
+    /// the caller drops it, then calls [`settle_cancelled`](Pool::settle_cancelled). `None` if
+    /// it is not pending.
     pub(crate) fn cancel_task(
         &mut self,
         id: MemberId,
         key: Key,
         at: u64,
-    ) -> Option<(T, Fx<T, G, A>)> {
+    ) -> Option<(T, MaybeFx<T, G, A>)> {
         let member = self.member(id);
         let task = member.queue.remove(key)?;
         // Out of line, a group wanted no slot before and wants none now: at most its monitor
         // needs a timer for a head that is no longer due. A place in line, or an emptied
         // queue, needs settling.
         if member.place.is_none() && !member.queue.is_empty() {
-            let mut fx = Effects::new();
-            fx.wake = member.monitor_wake();
+            let fx = match member.monitor_wake() {
+                Wake::Nothing => None,
+                wake => Some(Effects {
+                    wake,
+                    ..Effects::new()
+                }),
+            };
             return Some((task, fx));
         }
-        Some((task, self.settle(id, Some(id), at, ONE)))
+        Some((task, Some(self.settle(id, Some(id), at, ONE))))
     }
 
-    /// Moves the pending task `key` to `deadline`. `None` if it is not pending.
+    /// Moves the pending task `key` to `deadline`: `Some` with the effects to carry out
+    /// (`Some(None)`: nothing to do, the common case), or `None` if it is not pending.
     pub(crate) fn reschedule(
         &mut self,
         id: MemberId,
         key: Key,
         deadline: u64,
         at: u64,
-    ) -> Option<Fx<T, G, A>> {
+    ) -> Option<MaybeFx<T, G, A>> {
         let member = self.member(id);
         if !member.queue.reschedule(key, deadline) {
             return None;
         }
         if member.is_quiet_after(deadline) {
-            return Some(Effects::new());
+            return Some(None);
         }
-        Some(self.settle(id, Some(id), at, ONE))
+        Some(Some(self.settle(id, Some(id), at, ONE)))
     }
 
     pub(crate) fn is_pending(&mut self, id: MemberId, key: Key) -> bool {

@@ -363,7 +363,9 @@ impl Harness {
                     key,
                     state: TaskState::Pending,
                 });
-                self.apply(Some(g), fx);
+                if let Some(fx) = fx {
+                    self.apply(Some(g), fx);
+                }
             }
             Err(job) => {
                 self.tasks.push(Task {
@@ -430,7 +432,9 @@ impl Harness {
                             assert_eq!(job.0, id);
                             self.tasks[id].state = TaskState::Cancelled;
                             self.groups[g].cancelled_tasks += 1;
-                            self.apply(Some(g), fx);
+                            if let Some(fx) = fx {
+                                self.apply(Some(g), fx);
+                            }
                             let _idle = self.pool.settle_cancelled(g, 1);
                         }
                         None => self.violations.push(format!("pending task {id} not found")),
@@ -444,7 +448,9 @@ impl Harness {
                     match self.pool.reschedule(g, key, deadline, at) {
                         Some(fx) => {
                             self.tasks[id].deadline = deadline;
-                            self.apply(Some(g), fx);
+                            if let Some(fx) = fx {
+                                self.apply(Some(g), fx);
+                            }
                         }
                         None => self.violations.push(format!("pending task {id} not found")),
                     }
