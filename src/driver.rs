@@ -108,7 +108,7 @@ pub(crate) fn apply(own: Option<&Arc<Shared>>, mut fx: Effects) {
         if !fx.starts.is_empty() {
             spawns.extend(
                 fx.starts
-                    .drain(..)
+                    .drain()
                     .map(|task| Spawn::Runner(shared.clone(), task)),
             );
         }
@@ -305,7 +305,7 @@ impl Runner {
             let now = shared.clock.now();
             let mut fx = shared.lock().finish(shared.id, outcome, Some(now), now);
             // The slots went to this group's next task: run it here.
-            let next = (!fx.starts.is_empty()).then(|| fx.starts.remove(0));
+            let next = fx.starts.take_first();
             apply(Some(&shared), fx);
             match next {
                 Some(task) => {

@@ -111,6 +111,61 @@ pub(crate) enum Step {
     Exit,
 }
 
+/// The caller's tasks to start: usually one (a runner's next task), which needs no
+/// allocation.
+#[derive(Debug)]
+pub(crate) struct Starts<T> {
+    first: Option<T>,
+    rest: Vec<T>,
+}
+
+impl<T> Default for Starts<T> {
+    fn default() -> Self {
+        Self {
+            first: None,
+            rest: Vec::new(),
+        }
+    }
+}
+
+impl<T> Starts<T> {
+    fn push(&mut self, task: T) {
+        if self.first.is_none() {
+            self.first = Some(task);
+        } else {
+            self.rest.push(task);
+        }
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.first.is_none()
+    }
+
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        usize::from(self.first.is_some()) + self.rest.len()
+    }
+
+    #[cfg(test)]
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &T> {
+        self.first.iter().chain(&self.rest)
+    }
+
+    /// The first task, for a runner to run itself.
+    pub(crate) fn take_first(&mut self) -> Option<T> {
+        let first = self.first.take();
+        if !self.rest.is_empty() {
+            self.first = Some(self.rest.remove(0));
+        }
+        first
+    }
+
+    /// Takes every task, in start order.
+    pub(crate) fn drain(&mut self) -> impl Iterator<Item = T> + '_ {
+        self.first.take().into_iter().chain(self.rest.drain(..))
+    }
+}
+
 /// An effect on a member other than the caller.
 #[derive(Debug)]
 pub(crate) enum Action<T> {
@@ -128,7 +183,7 @@ pub(crate) struct Effects<T, G, A> {
     /// The caller's monitor.
     pub(crate) wake: Wake,
     /// Tasks of the caller's group to run, each holding its slots.
-    pub(crate) starts: Vec<T>,
+    pub(crate) starts: Starts<T>,
     /// The caller's group became idle: announce it.
     pub(crate) idle: bool,
     /// Effects on other members, with their handles.
@@ -146,7 +201,7 @@ impl<T, G, A> Effects<T, G, A> {
     fn new() -> Self {
         Self {
             wake: Wake::Nothing,
-            starts: Vec::new(),
+            starts: Starts::default(),
             idle: false,
             others: Vec::new(),
             grants: Vec::new(),

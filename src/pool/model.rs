@@ -226,7 +226,7 @@ impl Harness {
         let mut started = Vec::new();
         if let Some(g) = caller {
             self.wake(g, fx.wake);
-            started.extend(fx.starts.drain(..).map(|job| (g, job)));
+            started.extend(fx.starts.drain().map(|job| (g, job)));
         }
         for (g, action) in fx.others.drain(..) {
             match action {
