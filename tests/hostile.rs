@@ -369,7 +369,7 @@ fn a_group_on_a_paused_runtime_scheduled_from_a_real_clock_never_starts_early() 
 
 #[test]
 fn limiter_free_for_all_on_a_multi_thread_runtime_adds_up_and_leaks_nothing() {
-    let iters = iterations(60);
+    let iters = iterations(2000) / 33;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_time()
@@ -660,7 +660,7 @@ fn a_successfully_rescheduled_task_never_starts_before_its_new_deadline() {
         .enable_time()
         .build()
         .unwrap();
-    let iters = iterations(30);
+    let iters = iterations(2000) / 66;
     rt.block_on(async {
         let limiter = Limiter::new(2);
         for _ in 0..iters {
@@ -711,7 +711,7 @@ fn a_successfully_rescheduled_task_never_starts_before_its_new_deadline() {
 
 #[test]
 fn a_multi_thread_runtime_shut_down_mid_burst_leaks_no_slot_and_hangs_no_wait() {
-    let iters = iterations(40);
+    let iters = iterations(2000) / 50;
     let b = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_time()
@@ -804,7 +804,7 @@ fn a_multi_thread_runtime_shut_down_mid_burst_leaks_no_slot_and_hangs_no_wait() 
 
 #[test]
 fn drops_that_call_back_survive_many_shutdowns() {
-    for _ in 0..iterations(20) {
+    for _ in 0..iterations(2000) / 100 {
         drops_that_call_back_into_groups_and_the_limiter_during_cancel_and_shutdown_do_not_deadlock(
         );
     }
