@@ -10,6 +10,11 @@
 //! their spawns, and the outermost call carries them out in a loop, so the stack stays flat
 //! however many groups wait in a line.
 //!
+//! A transition that stops handing out a limiter's slots at its budget says `more`, and
+//! `apply` goes on (`Pool::resume`, a batch per lock) before it returns. Nothing in between
+//! waits: the free slots may be wanted by groups on other runtimes, and the only other party
+//! that could continue, the first group's monitor, may be on a runtime that is not running.
+//!
 //! # The monitor, and why no wake-up is lost
 //!
 //! One tokio task per busy group sleeps on a single timer until the earliest deadline not yet
@@ -43,8 +48,9 @@ use std::time::Duration;
 
 use tokio::time::{Instant, sleep_until};
 
+use crate::clock::Clock;
 use crate::pool::{Action, Step, Wake};
-use crate::shared::{Effects, Shared};
+use crate::shared::{Domain, Effects, Shared, lock};
 use crate::task::{BoxTask, Outcome, drop_catching, poll_catching};
 
 /// A spawn to carry out: a runner for a task that holds its slots, or a monitor.
@@ -83,9 +89,37 @@ thread_local! {
     static DEFERRED: RefCell<Option<Vec<Spawn>>> = const { RefCell::new(None) };
 }
 
-/// Carries out `fx`, the effects of a transition; `own` is the group the transition was called
-/// for, if any.
-pub(crate) fn apply(own: Option<&Arc<Shared>>, mut fx: Effects) {
+/// Carries out `fx`, the effects of a transition called for the group `own`, and continues
+/// handing out slots while they say `more`.
+pub(crate) fn apply(own: &Arc<Shared>, fx: Effects) {
+    carry_out(&own.domain, Some(own), fx);
+}
+
+/// Carries out `fx`, the effects of a limiter's own transition (a change of limit, a freed
+/// permit), and continues handing out slots while they say `more`.
+pub(crate) fn apply_limiter(domain: &Domain, fx: Effects) {
+    carry_out(domain, None, fx);
+}
+
+/// The caller of a transition that stopped at its budget goes on, a batch per lock, until the
+/// free slots are handed out: without a yield or anything else in between to wait for, so a
+/// free slot never waits for a task that may not run again (pool invariant 2).
+fn carry_out(domain: &Domain, mut own: Option<&Arc<Shared>>, mut fx: Effects) {
+    loop {
+        let more = fx.more;
+        apply_once(own, fx);
+        if !more {
+            return;
+        }
+        // What `resume` starts or wakes is named in `others`, the caller's group included.
+        own = None;
+        let at = Clock::process().now();
+        fx = lock(domain).resume(at);
+    }
+}
+
+/// Carries out `fx` once; `own` is the group the transition was called for, if any.
+fn apply_once(own: Option<&Arc<Shared>>, mut fx: Effects) {
     // Most schedules, cancels and ends have nothing to do, or only a monitor to wake.
     if fx.starts.is_empty() && fx.others.is_empty() && fx.grants.is_empty() {
         if let Some(shared) = own {
@@ -236,9 +270,11 @@ async fn monitor(mut guard: Guard) {
         }
         let now = shared.clock.now();
         let (step, fx) = shared.lock().step(shared.id, now);
-        apply(Some(&shared), fx);
+        apply(&shared, fx);
         match step {
-            // A burst: the next batch after a yield, so it does not hold this worker thread.
+            // A private burst: the next batch after a yield, so it does not hold this worker
+            // thread. (A limiter's burst was continued in `apply`, without a yield: groups on
+            // other runtimes may be waiting for it.)
             Step::Again => tokio::task::coop::consume_budget().await,
             Step::Park(until) => {
                 if let Some(deadline) = until {
@@ -306,7 +342,7 @@ impl Runner {
             let mut fx = shared.lock().finish(shared.id, outcome, Some(now), now);
             // The slots went to this group's next task: run it here.
             let next = fx.starts.take_first();
-            apply(Some(&shared), fx);
+            apply(&shared, fx);
             match next {
                 Some(task) => {
                     self.task = Some(task);
@@ -339,7 +375,7 @@ impl Drop for Runner {
             let outcome = end(Some(task), Outcome::Cancelled);
             let at = self.shared.at();
             let fx = self.shared.lock().finish(self.shared.id, outcome, None, at);
-            apply(Some(&self.shared), fx);
+            apply(&self.shared, fx);
         }
     }
 }

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use tokio::time::Instant;
 
 use crate::clock::Clock;
-use crate::driver::apply;
+use crate::driver::apply_limiter;
 use crate::history::History;
 use crate::pool::{Place, Pool};
 use crate::shared::{Domain, Effects, Ticket, lock};
@@ -62,12 +62,20 @@ use crate::throttle::{Throttle, ThrottleOutcome, ThrottleState};
 ///   holds no slot of the limiter.
 /// - **Shutdown.** Dropping a runtime with any number of groups in line neither recurses nor
 ///   aborts: slots their tasks held go on to groups on other runtimes.
+/// - **A runtime that is not running holds back only its own group.** Its started tasks keep
+///   their slots until they end or the runtime is dropped, but free slots never wait for it:
+///   whoever frees or adds slots (a runner, a `set_limit`, a schedule, a dropped permit) hands
+///   them all out before returning, a batch per lock, rather than leaving the rest to the
+///   monitor of the group first in line.
 ///
 /// # Cost
 ///
 /// A limiter is one mutex over the state of every group that joins it: their queues, caps and
 /// the line. A group's schedule, cancel, start and end lock it, so groups sharing a limiter
-/// also share that lock (a group without a limiter has a lock of its own).
+/// also share that lock (a group without a limiter has a lock of its own). A call that frees
+/// or adds many slots at once (raising a limit or a group's cap, a burst falling due) starts
+/// the due tasks it makes room for before it returns, 256 per lock: on the calling thread,
+/// without yielding.
 ///
 /// Clones share the limiter.
 ///
@@ -283,16 +291,8 @@ impl Limiter {
 
     /// Carries out a transition's effects, and goes on handing out slots a batch at a time
     /// while it stopped at its budget.
-    fn carry_out(&self, mut fx: Effects) {
-        loop {
-            let more = fx.more;
-            apply(None, fx);
-            if !more {
-                return;
-            }
-            let at = Clock::process().now();
-            fx = lock(&self.domain).resume(at);
-        }
+    fn carry_out(&self, fx: Effects) {
+        apply_limiter(&self.domain, fx);
     }
 
     /// Gives a permit's slot back and hands it on.

@@ -21,7 +21,7 @@ impl Shared {
         match result {
             Ok((key, fx)) => {
                 if let Some(fx) = fx {
-                    apply(Some(self), fx);
+                    apply(self, fx);
                 }
                 key
             }
@@ -40,7 +40,7 @@ impl Shared {
             return false;
         };
         if let Some(fx) = fx {
-            apply(Some(self), fx);
+            apply(self, fx);
         }
         drop_catching(task);
         self.settle_cancelled(1);
@@ -55,7 +55,7 @@ impl Shared {
             None => false,
             Some(fx) => {
                 if let Some(fx) = fx {
-                    apply(Some(self), fx);
+                    apply(self, fx);
                 }
                 true
             }
@@ -66,7 +66,7 @@ impl Shared {
     pub(crate) fn set_limit(self: &Arc<Self>, limit: usize) -> bool {
         let at = self.at();
         let (old, fx) = self.lock().set_group_limit(self.id, limit, at);
-        apply(Some(self), fx);
+        apply(self, fx);
         old != limit
     }
 
@@ -83,7 +83,7 @@ impl Shared {
         let now = Instant::now();
         let at = self.at();
         let (outcome, fx) = self.lock().throttle_group(self.id, step, now, at);
-        apply(Some(self), fx);
+        apply(self, fx);
         outcome
     }
 }

@@ -867,3 +867,82 @@ fn a_stalled_runtime_first_in_line_keeps_free_slots_from_groups_on_a_live_runtim
     );
     drop(a_rt);
 }
+
+/// Group A, on a runtime driven once and then left alone, has a due burst larger than a batch
+/// at its own cap of 0; its cap is raised from a live runtime (`raise_first`: before group B
+/// lines up behind it, or after). Whoever raised it, or B's own events, must start the burst
+/// and then B's work: not hand the rest to A's monitor, which never runs again.
+fn a_stalled_group_raised_from_a_live_runtime(raise_first: bool) {
+    let limiter = Limiter::new(1000);
+    let a_rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    let a = Group::builder()
+        .runtime(a_rt.handle().clone())
+        .max_concurrent(0)
+        .limiter(&limiter)
+        .build();
+    for _ in 0..600 {
+        a.delay(Duration::ZERO, async {});
+    }
+    a_rt.block_on(async {
+        tokio::time::sleep(ms(5)).await;
+    });
+    assert_eq!(
+        (limiter.running(), limiter.waiting()),
+        (0, 0),
+        "A at its cap"
+    );
+    let b_rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_time()
+        .build()
+        .unwrap();
+    let ran = Arc::new(AtomicUsize::new(0));
+    let (acquired, waited, running) = b_rt.block_on(async {
+        let b = limited(4, &limiter);
+        if raise_first {
+            a.set_max_concurrent(usize::MAX);
+        }
+        for _ in 0..4 {
+            let r = ran.clone();
+            b.delay(Duration::ZERO, async move {
+                r.fetch_add(1, Ordering::SeqCst);
+            });
+        }
+        if !raise_first {
+            tokio::time::sleep(ms(20)).await;
+            a.set_max_concurrent(usize::MAX);
+        }
+        let acquired = timeout(Duration::from_secs(2), limiter.acquire())
+            .await
+            .is_ok();
+        let waited = timeout(Duration::from_secs(2), b.wait()).await.is_ok();
+        (acquired, waited, limiter.running())
+    });
+    assert!(
+        acquired && waited && ran.load(Ordering::SeqCst) == 4,
+        "raised first: {raise_first}; with {running} of 1000 slots taken, B ran {} of 4 and \
+         acquire() got a slot: {acquired}",
+        ran.load(Ordering::SeqCst)
+    );
+    assert_eq!(
+        running, 600,
+        "A's whole burst holds slots on its stalled runtime"
+    );
+    // Shutting A's runtime down drops its runners: every slot comes back.
+    drop(a_rt);
+    assert_eq!((limiter.running(), limiter.waiting()), (0, 0));
+    assert_eq!(a.stats().cancelled, 600);
+}
+
+#[test]
+fn a_stalled_group_raised_from_a_live_runtime_before_others_line_up_strands_no_one() {
+    a_stalled_group_raised_from_a_live_runtime(true);
+}
+
+#[test]
+fn a_stalled_group_raised_from_a_live_runtime_after_others_lined_up_strands_no_one() {
+    a_stalled_group_raised_from_a_live_runtime(false);
+}

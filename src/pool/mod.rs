@@ -26,9 +26,11 @@
 //! 1. Every slot is accounted for: `taken == Σ member.running + held`, where `held` counts
 //!    permits and slots granted to `acquire()` callers that have not claimed them yet.
 //! 2. Work conservation: `taken < limit` implies the line is empty, unless a transition stopped
-//!    handing out slots at its budget; then its caller continues (`Effects::more`: a monitor
-//!    steps again, a limiter's caller calls [`Pool::resume`]), or the monitor of the first
-//!    group in line was woken to.
+//!    handing out slots at its budget. Then, in a limiter's pool, its caller continues
+//!    (`Effects::more`: it calls [`Pool::resume`] until that is false, without waiting for
+//!    anything in between), whoever the caller is: never another group's monitor, which may
+//!    be on a runtime that is not running. In a group's private pool, the group is not in
+//!    line and its own monitor continues (it steps again, or is woken).
 //! 3. The line is exact: a member is in line if and only if it *wants* a slot (not cancelled,
 //!    `running < k`, and its earliest task is due), under the key `(deadline of its earliest
 //!    task, the order in which it joined the line)`. So a slot always goes to the earliest
@@ -73,9 +75,9 @@ pub(crate) const NO_TIMER: u64 = u64::MAX;
 pub(crate) const BUDGET: usize = 256;
 
 /// How many tasks an event that frees or adds at most one unit of work starts: one. A slot
-/// freed by a runner goes to one task; if more could start (a burst is under way), the first
-/// group's monitor does it in batches, so runners keep running tasks back to back instead of
-/// spawning more runners.
+/// freed by a runner goes to one task, so runners keep running tasks back to back; if more
+/// could start (a burst is under way), the rest is started in batches: by the group's monitor
+/// in a private pool, by the caller in a limiter's (invariant 2).
 const ONE: usize = 1;
 
 /// What a member's monitor task is doing, as far as the protocol needs to know.
@@ -103,7 +105,8 @@ pub(crate) enum Wake {
 /// What a monitor does after its step.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Step {
-    /// Carry out the effects, then step again at once.
+    /// Carry out the effects, then step again at once: a burst in a private pool stopped at
+    /// the budget (in a limiter's pool the caller continues through `Effects::more`).
     Again,
     /// Carry out the effects, then park until woken or until the deadline key, if any.
     Park(Option<u64>),
@@ -190,10 +193,10 @@ pub(crate) struct Effects<T, G, A> {
     pub(crate) others: Vec<(G, Action<T>)>,
     /// `acquire()` callers handed a slot, to be told.
     pub(crate) grants: Vec<A>,
-    /// Handing out slots stopped at the budget with slots free and work in line. For a
-    /// monitor's step: step again at once (after a yield). For a limiter's transition: unlock,
-    /// carry out these effects, and call [`Pool::resume`]. Other callers ignore it: the first
-    /// group's monitor was woken to continue.
+    /// Handing out a limiter's slots stopped at the budget with slots free and work in line:
+    /// whoever called the transition unlocks, carries out these effects, and calls
+    /// [`Pool::resume`], again while it says `more` (invariant 2). Never set by a private
+    /// pool, whose monitor continues instead.
     pub(crate) more: bool,
 }
 
@@ -360,6 +363,8 @@ pub(crate) struct Pool<T, G, A> {
     throttle: ThrottleState,
     /// Slots taken and freed, for a limiter's `history()`; `None` in a private pool.
     activity: Option<Activity>,
+    /// How many tasks a batch starts under one lock: [`BUDGET`], smaller in tests.
+    budget: usize,
 }
 
 // ===== impl Pool: members and their tasks =====
@@ -378,7 +383,16 @@ impl<T: Stamped, G: Ctx, A> Pool<T, G, A> {
             vacant: Vec::new(),
             throttle: ThrottleState::new(Throttle::default(), limit),
             activity: shared.then(Activity::new),
+            budget: BUDGET,
         }
+    }
+
+    /// The same pool with batches of `budget` (at least 1), so that small tests reach the end
+    /// of a batch.
+    #[cfg(test)]
+    pub(crate) fn with_budget(mut self, budget: usize) -> Self {
+        self.budget = budget.max(1);
+        self
     }
 
     /// Adds a group with its own cap `k`; `ctx` is how effects reach it.
@@ -542,13 +556,17 @@ impl<T: Stamped, G: Ctx, A> Pool<T, G, A> {
         let member = self.member(id);
         member.frontier = member.frontier.max(now);
         member.monitor = Monitor::Active;
-        let mut fx = self.settle(id, Some(id), now, BUDGET);
+        let mut fx = self.settle(id, Some(id), now, self.budget);
         // The monitor is awake: nothing needs waking for it.
         fx.wake = Wake::Nothing;
-        if fx.more {
+        let shared = self.is_shared();
+        let free = self.taken < self.limit;
+        let member = self.member(id);
+        // A private pool's burst stopped at the budget: this monitor continues. (In a
+        // limiter's pool the group waits in line, and `fx.more` tells the caller to continue.)
+        if !shared && free && member.wants().is_some() {
             return (Step::Again, fx);
         }
-        let member = self.member(id);
         let step = match member.queue.peek_deadline() {
             None => {
                 member.monitor = Monitor::Stopped;
@@ -596,7 +614,7 @@ impl<T: Stamped, G: Ctx, A> Pool<T, G, A> {
         at: u64,
     ) -> (usize, Fx<T, G, A>) {
         let old = self.member(id).cap.set_limit(k);
-        (old, self.settle(id, Some(id), at, BUDGET))
+        (old, self.settle(id, Some(id), at, self.budget))
     }
 
     /// Replaces the throttle of the group's own cap; `ceiling: None` means the cap now.
@@ -618,7 +636,7 @@ impl<T: Stamped, G: Ctx, A> Pool<T, G, A> {
         if let ThrottleOutcome::Applied { to, .. } = outcome {
             member.cap.set_limit(to);
         }
-        (outcome, self.settle(id, Some(id), at, BUDGET))
+        (outcome, self.settle(id, Some(id), at, self.budget))
     }
 
     pub(crate) fn group_limit(&mut self, id: MemberId) -> usize {
@@ -692,9 +710,9 @@ impl<T: Stamped, G: Ctx, A> Pool<T, G, A> {
                 continue;
             }
             if free {
-                // Stopped at the budget with a slot free: the monitor continues. In a private
-                // pool nobody else competes for the slots, so the group needs no place in line.
-                self.continue_with(id, caller, fx);
+                // Stopped at the budget with a slot free. In a private pool nobody else
+                // competes for the slots, so the group needs no place in line.
+                self.continue_with(id, fx);
                 if !self.is_shared() {
                     break;
                 }
@@ -773,7 +791,7 @@ impl<T: Stamped, G: Ctx, A> Pool<T, G, A> {
             match entry.get() {
                 Waiter::Member(id) if *budget == 0 => {
                     let id = *id;
-                    self.continue_with(id, caller, fx);
+                    self.continue_with(id, fx);
                     break;
                 }
                 Waiter::Member(id) => {
@@ -793,14 +811,14 @@ impl<T: Stamped, G: Ctx, A> Pool<T, G, A> {
         }
     }
 
-    /// Handing out slots stopped at its budget with slots free and member `id` first in line:
-    /// its monitor continues (invariant 2). A parked monitor is woken; an active one steps
-    /// again anyway, and if it is the caller (a monitor mid-step) it is told so.
-    fn continue_with(&mut self, id: MemberId, caller: Option<MemberId>, fx: &mut Fx<T, G, A>) {
-        if caller.is_none() {
-            // A limiter's own caller (a change of limit, a freed permit) continues itself, a
-            // lock at a time: the first group's monitor may be on a runtime that is not
-            // running, and the groups behind it must not wait for that.
+    /// Handing out slots stopped at its budget with slots free and member `id` first in line
+    /// (invariant 2). In a limiter's pool the caller continues, whoever it is: the first
+    /// group's monitor may be on a runtime that is not running, and the groups behind it must
+    /// not wait for that. In a private pool `id` is the caller's own group: its monitor
+    /// continues; a parked one is woken, and an active one steps again anyway (if it is the
+    /// caller, [`step`](Pool::step) sees the due work and says so).
+    fn continue_with(&mut self, id: MemberId, fx: &mut Fx<T, G, A>) {
+        if self.is_shared() {
             fx.more = true;
             return;
         }
@@ -809,19 +827,10 @@ impl<T: Stamped, G: Ctx, A> Pool<T, G, A> {
             Monitor::Parked { .. } => Wake::Notify,
             // A group that wants a slot has a queued task, so a monitor (invariant 4).
             Monitor::Stopped => Wake::Spawn,
-            Monitor::Active => {
-                if caller == Some(id) {
-                    fx.more = true;
-                }
-                return;
-            }
+            Monitor::Active => return,
         };
         member.monitor = Monitor::Active;
-        if caller == Some(id) {
-            fx.wake = wake;
-        } else if let Some(ctx) = member.ctx.strong() {
-            fx.others.push((ctx, Action::Wake(wake)));
-        }
+        fx.wake = wake;
     }
 
     /// Hands free slots to the line after a change of limit or a freed permit.
@@ -832,10 +841,10 @@ impl<T: Stamped, G: Ctx, A> Pool<T, G, A> {
         fx
     }
 
-    /// Goes on handing out free slots after a limiter's transition stopped at its budget
-    /// (`Effects::more`, for a caller that is not a group).
+    /// Goes on handing out free slots after a transition stopped at its budget
+    /// (`Effects::more`). Its effects are all for members other than the caller's.
     pub(crate) fn resume(&mut self, at: u64) -> Fx<T, G, A> {
-        self.hand_out(BUDGET, at)
+        self.hand_out(self.budget, at)
     }
 
     /// A limiter's pool, as opposed to a group's private one.
@@ -879,7 +888,7 @@ impl<T: Stamped, G: Ctx, A> Pool<T, G, A> {
     /// Sets the limit; returns the old one. Raising it hands the new slots out at once.
     pub(crate) fn set_limit(&mut self, limit: usize, at: u64) -> (usize, Fx<T, G, A>) {
         let old = std::mem::replace(&mut self.limit, limit);
-        (old, self.hand_out(BUDGET, at))
+        (old, self.hand_out(self.budget, at))
     }
 
     /// Replaces the limit's throttle; `ceiling: None` means the limit now.
@@ -898,7 +907,7 @@ impl<T: Stamped, G: Ctx, A> Pool<T, G, A> {
         if let ThrottleOutcome::Applied { to, .. } = outcome {
             self.limit = to;
         }
-        (outcome, self.hand_out(BUDGET, at))
+        (outcome, self.hand_out(self.budget, at))
     }
 
     /// Takes a slot for a permit if one is free now.

@@ -215,14 +215,48 @@ fn a_cancelled_group_leaves_the_line_and_its_running_tasks_hand_their_slots_on()
 }
 
 #[test]
-fn a_burst_is_started_a_budget_at_a_time_by_the_monitor() {
-    let mut p = pool(usize::MAX, &[0], 100);
-    for _ in 0..BUDGET + 10 {
+fn a_private_burst_is_started_a_budget_at_a_time_by_the_monitor() {
+    let mut p = P::new(usize::MAX, false);
+    assert_eq!(p.join(Tag(0), 0), 0);
+    for _ in 0..2 * BUDGET + 10 {
         let _ = schedule(&mut p, 0, 0, "t");
     }
+    let (step, fx) = p.step(0, 100);
+    assert_eq!((step, fx.starts.len()), (Step::Park(None), 0), "k = 0");
     let (_, fx) = p.set_group_limit(0, usize::MAX, 0);
-    assert_eq!(fx.starts.len(), BUDGET);
-    assert!(fx.more, "the monitor, active, steps again");
+    assert_eq!(
+        (fx.starts.len(), fx.wake, fx.more),
+        (BUDGET, Wake::Notify, false)
+    );
+    let (step, fx) = p.step(0, 100);
+    assert_eq!((step, fx.starts.len()), (Step::Again, BUDGET));
     let (step, fx) = p.step(0, 100);
     assert_eq!((step, fx.starts.len()), (Step::Exit, 10));
+    assert_eq!(p.waiting(), 0, "a private pool has no line");
+}
+
+#[test]
+fn a_shared_burst_is_continued_by_the_caller_not_by_the_first_group_in_line() {
+    // Group 0 is first in line with more due work than a batch; its runtime may not be
+    // running, so whoever raised its cap continues, and group 1 is served without it.
+    let mut p = pool(100, &[0, 5], 100).with_budget(2);
+    for _ in 0..5 {
+        let _ = schedule(&mut p, 0, 10, "a");
+    }
+    let (step, _) = p.step(0, 100);
+    assert_eq!(step, Step::Park(None), "due, at its own cap of 0");
+    let (_, fx) = p.set_group_limit(0, usize::MAX, 0);
+    assert_eq!(started(&fx), ["a", "a"]);
+    assert!(fx.more, "the caller continues");
+    assert_eq!(fx.wake, Wake::Nothing, "group 0's monitor is not asked to");
+    assert!(fx.others.is_empty());
+    // Meanwhile group 1 lines up behind it: its schedule serves the first in line, a batch
+    // of one, and continues too.
+    let (_, fx) = schedule(&mut p, 1, 20, "b");
+    assert_eq!((started(&fx), fx.more), (vec!["a"], true));
+    let fx = p.resume(0);
+    assert_eq!((started(&fx), fx.more), (vec!["a", "a"], true));
+    let fx = p.resume(0);
+    assert_eq!((started(&fx), fx.more), (vec!["b"], false));
+    assert_eq!((p.taken(), p.waiting()), (6, 0));
 }
