@@ -165,7 +165,7 @@
 //!
 //! # Minimum supported Rust version
 //!
-//! Rust 1.85 (edition 2024). Raising it is a minor-version change.
+//! Rust 1.86 (edition 2024). Raising it is a minor-version change.
 //!
 //! [`JoinSet`]: tokio::task::JoinSet
 //! [`TaskTracker`]: https://docs.rs/tokio-util/latest/tokio_util/task/task_tracker/struct.TaskTracker.html
