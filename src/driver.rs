@@ -51,7 +51,7 @@ use tokio::time::{Instant, sleep_until};
 use crate::clock::Clock;
 use crate::pool::{Action, Step, Wake};
 use crate::shared::{Domain, Effects, Shared, lock};
-use crate::task::{BoxTask, Outcome, drop_catching, poll_catching};
+use crate::task::{BoxTask, Outcome, drop_catching, poll_catching, wake_catching};
 
 /// A spawn to carry out: a runner for a task that holds its slots, or a monitor.
 enum Spawn {
@@ -146,7 +146,6 @@ fn apply_once(own: Option<&Arc<Shared>>, mut fx: Effects) {
                     .map(|task| Spawn::Runner(shared.clone(), task)),
             );
         }
-        shared.announce_if_idle(fx.idle);
     }
     if !fx.others.is_empty() {
         for (shared, action) in fx.others.drain(..) {
@@ -158,12 +157,17 @@ fn apply_once(own: Option<&Arc<Shared>>, mut fx: Effects) {
             }
         }
     }
+    // Spawns first: the tasks hold their slots, and must reach a runner whatever a user's
+    // waker does below.
+    spawn_all(spawns);
     for ticket in std::mem::take(&mut fx.grants) {
         // Release: pairs with the Acquire in `Limiter::acquire`.
         ticket.granted.store(true, Ordering::Release);
-        ticket.notify.notify_one();
+        wake_catching(|| ticket.notify.notify_one());
     }
-    spawn_all(spawns);
+    if let Some(shared) = own {
+        shared.announce_if_idle(fx.idle);
+    }
 }
 
 /// Carries out spawns without nesting: see the module docs.

@@ -38,7 +38,7 @@ use crate::history::History;
 use crate::pool::{Fx, MemberId, Pool, Wake};
 use crate::queue::{Drained, Key};
 use crate::stats::Stats;
-use crate::task::{BoxTask, drop_catching};
+use crate::task::{BoxTask, drop_catching, wake_catching};
 
 /// A pool as groups and limiters share it.
 pub(crate) type Domain = Mutex<Pool<BoxTask, Weak<Shared>, Arc<Ticket>>>;
@@ -132,9 +132,10 @@ impl Shared {
         }
     }
 
+    /// Wakes `wait()` callers if `idle`; a panicking waker is caught.
     pub(crate) fn announce_if_idle(&self, idle: bool) {
         if idle {
-            self.idle.notify_waiters();
+            wake_catching(|| self.idle.notify_waiters());
         }
     }
 
@@ -160,7 +161,8 @@ impl Shared {
     pub(crate) fn cancel_and_drain(&self, monitor_exits: bool) -> bool {
         let first = self.cancel.mark();
         let (tasks, wake) = self.lock().cancel_group(self.id, monitor_exits);
-        self.cancel.token().cancel();
+        // The token wakes users' `cancelled()` futures: their wakers must not stop the rest.
+        wake_catching(|| self.cancel.token().cancel());
         self.notify_monitor(wake);
         self.drop_cancelled(tasks);
         first

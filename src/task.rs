@@ -82,3 +82,13 @@ pub(crate) fn poll_catching(task: &mut BoxTask, cx: &mut Context<'_>) -> Result<
 pub(crate) fn drop_catching<T>(value: T) -> bool {
     catch_unwind(AssertUnwindSafe(move || drop(value))).is_ok()
 }
+
+/// Wakes someone through `wake`, which may call a user's waker (an `acquire()`, a `wait()` or
+/// a `cancelled()` polled by another executor): a waker that panics is that executor's bug,
+/// and must not cut short the bookkeeping around the call. The panic is caught (the panic
+/// hook has reported it) and dropped; everyone else is still woken.
+pub(crate) fn wake_catching(wake: impl FnOnce()) {
+    if let Err(payload) = catch_unwind(AssertUnwindSafe(wake)) {
+        drop_catching(payload);
+    }
+}
