@@ -52,18 +52,30 @@ impl Clock {
         encode(decode(self.now()).saturating_add(saturating_nanos(delay)))
     }
 
-    /// The instant of `key`, for the monitor's timer. A key beyond what `Instant` can hold maps
-    /// to a far but representable instant; the monitor re-checks the key when it wakes.
+    /// The instant of `key`, for the monitor's timer. A key later than `Instant` can hold maps
+    /// to [`far_future`] (the monitor re-checks the key when it wakes); one earlier than it can
+    /// hold maps to the base, which is in the past too.
     pub(crate) fn instant(&self, key: u64) -> Instant {
         let offset = decode(key);
         let magnitude = Duration::from_nanos(offset.unsigned_abs());
-        let at = if offset >= 0 {
-            self.base.checked_add(magnitude)
+        if offset >= 0 {
+            self.base
+                .checked_add(magnitude)
+                .unwrap_or_else(|| far_future(self.base))
         } else {
-            self.base.checked_sub(magnitude)
-        };
-        at.unwrap_or_else(|| self.base + Duration::from_secs(86_400 * 365 * 30))
+            self.base.checked_sub(magnitude).unwrap_or(self.base)
+        }
     }
+}
+
+/// What stands for "never" where an `Instant` is needed and the real one is beyond what
+/// `Instant` can hold: 30 years after `from`, the stand-in tokio's own `sleep(Duration::MAX)`
+/// uses. Far enough that no timer or test reaches it; near enough that tokio can still round it
+/// up to its next millisecond (an instant at the very end of the range makes tokio's timer
+/// panic). `from` itself if even that is not representable.
+pub(crate) fn far_future(from: Instant) -> Instant {
+    const THIRTY_YEARS: Duration = Duration::from_secs(86_400 * 365 * 30);
+    from.checked_add(THIRTY_YEARS).unwrap_or(from)
 }
 
 /// `d` in nanoseconds, saturating at `i64::MAX` (292 years). Integer math rather than
@@ -128,5 +140,44 @@ mod tests {
         // A representable instant comes back for the timer.
         let _ = clock.instant(max);
         let _ = clock.instant(0);
+    }
+
+    /// The end of the range an `Instant` can hold, found from `from` by steps of `step`
+    /// (`checked_add` or `checked_sub`), within a second.
+    fn edge(from: Instant, step: fn(Instant, Duration) -> Option<Instant>) -> Instant {
+        let mut at = from;
+        let mut chunk = Duration::MAX;
+        while chunk >= Duration::from_secs(1) {
+            match step(at, chunk) {
+                Some(next) => at = next,
+                None => chunk /= 2,
+            }
+        }
+        at
+    }
+
+    #[test]
+    fn item2_keys_beyond_what_an_instant_can_hold_map_to_the_right_side_of_now() {
+        let ten = Duration::from_secs(10);
+        // Ten seconds after the earliest instant there is: a key 20 s before the base is
+        // in the past, and so must be its instant.
+        let earliest = edge(Instant::now(), |at, d| at.checked_sub(d));
+        let clock = Clock::new(earliest + ten);
+        assert_eq!(clock.instant(clock.key(earliest)), earliest);
+        assert!(clock.instant(encode(-20_000_000_000)) <= clock.base);
+        assert!(clock.instant(0) <= clock.base);
+        // Ten seconds before the latest: a key 20 s after the base is not in the past.
+        let latest = edge(Instant::now(), |at, d| at.checked_add(d));
+        let clock = Clock::new(latest.checked_sub(ten).unwrap());
+        assert_eq!(clock.instant(clock.key(latest)), latest);
+        assert!(clock.instant(encode(20_000_000_000)) >= clock.base);
+        assert!(clock.instant(u64::MAX) >= clock.base);
+        // Where there is room, "never" is 30 years out.
+        let now = Instant::now();
+        assert_eq!(
+            far_future(now),
+            now + Duration::from_secs(86_400 * 365 * 30)
+        );
+        assert_eq!(far_future(latest), latest);
     }
 }

@@ -1,6 +1,7 @@
 //! A scheduled future in its box, with the queue stamp in the same allocation, and the
 //! panic-catching wrappers the runner polls and drops it through.
 
+use std::any::Any;
 use std::future::Future;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
@@ -74,13 +75,73 @@ pub(crate) enum Outcome {
 
 /// Polls `task` once, turning a panic into `Err(())`.
 pub(crate) fn poll_catching(task: &mut BoxTask, cx: &mut Context<'_>) -> Result<Poll<()>, ()> {
-    catch_unwind(AssertUnwindSafe(|| task.as_mut().poll_task(cx))).map_err(drop)
+    catch_unwind(AssertUnwindSafe(|| task.as_mut().poll_task(cx))).map_err(drop_payload)
 }
 
 /// Drops `value`, catching a panic from its `Drop`. Returns `false` if it panicked. The panic
 /// hook has already reported the panic; the group goes on.
 pub(crate) fn drop_catching<T>(value: T) -> bool {
-    catch_unwind(AssertUnwindSafe(move || drop(value))).is_ok()
+    catch_unwind(AssertUnwindSafe(move || drop(value)))
+        .map_err(drop_payload)
+        .is_ok()
+}
+
+/// How many panic payloads in a row [`drop_payload`] drops before it gives up on the chain.
+const PAYLOAD_DROPS: usize = 16;
+
+/// Drops a caught panic payload without letting a panic escape.
+///
+/// A payload is user data and its `Drop` may panic too, with a payload whose `Drop` may panic,
+/// and so on: each is dropped under `catch_unwind` in turn, in a loop rather than by recursion.
+/// A chain still going after [`PAYLOAD_DROPS`] payloads is cut off: the last payload is leaked
+/// (`mem::forget`), since dropping it could panic for ever.
+fn drop_payload(payload: Box<dyn Any + Send>) {
+    let mut payload = payload;
+    for _ in 0..PAYLOAD_DROPS {
+        match catch_unwind(AssertUnwindSafe(move || drop(payload))) {
+            Ok(()) => return,
+            Err(next) => payload = next,
+        }
+    }
+    std::mem::forget(payload);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// Panics when dropped with another `Chain`, `depth` more times.
+    struct Chain(usize, Arc<AtomicUsize>);
+
+    impl Drop for Chain {
+        fn drop(&mut self) {
+            self.1.fetch_add(1, Ordering::SeqCst);
+            if self.0 > 0 {
+                std::panic::panic_any(Chain(self.0 - 1, self.1.clone()));
+            }
+        }
+    }
+
+    #[test]
+    fn item3_payload_chains_are_dropped_in_full_up_to_the_bound_and_cut_off_beyond() {
+        let n = PAYLOAD_DROPS;
+        for (depth, payloads) in [
+            (0, 0),
+            (1, 1),
+            (n - 1, n - 1),
+            (n, n),
+            (n + 1, n),
+            (usize::MAX, n),
+        ] {
+            let drops = Arc::new(AtomicUsize::new(0));
+            assert_eq!(drop_catching(Chain(depth, drops.clone())), depth == 0);
+            // The value itself, then the payloads its drop panicked with.
+            assert_eq!(drops.load(Ordering::SeqCst), 1 + payloads, "depth {depth}");
+        }
+    }
 }
 
 /// Wakes someone through `wake`, which may call a user's waker (an `acquire()`, a `wait()` or

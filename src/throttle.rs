@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use crate::clock::far_future;
+
 /// How [`Limiter::throttle_down`](crate::Limiter::throttle_down) and
 /// [`throttle_up`](crate::Limiter::throttle_up) (and the same methods on a
 /// [`Group`](crate::Group)) move a limit.
@@ -42,6 +44,11 @@ pub struct Throttle {
     /// `None`.
     pub ceiling: Option<usize>,
     /// How long after an applied change the next one is refused. Default 30 s.
+    ///
+    /// A hold longer than an [`Instant`] can reach (`Duration::MAX`, say) never ends: after the
+    /// first applied change every change is refused, until a throttle is set again
+    /// ([`Limiter::set_throttle`](crate::Limiter::set_throttle),
+    /// [`Group::set_throttle`](crate::Group::set_throttle)).
     pub hold: Duration,
 }
 
@@ -79,7 +86,9 @@ pub enum ThrottleOutcome {
     },
     /// Refused: too soon after the last applied change.
     Holding {
-        /// When a change will next be accepted.
+        /// When a change will next be accepted; for a hold that never ends, an instant 30
+        /// years from now (as tokio's `sleep(Duration::MAX)` uses), which a timer can be
+        /// set to.
         until: Instant,
     },
 }
@@ -132,9 +141,15 @@ impl ThrottleState {
 
     fn apply(&mut self, from: usize, to: usize, now: Instant) -> ThrottleOutcome {
         if let Some(last) = self.last_applied {
-            let until = last + self.config.hold;
-            if now < until {
-                return ThrottleOutcome::Holding { until };
+            match last.checked_add(self.config.hold) {
+                Some(until) if now < until => return ThrottleOutcome::Holding { until },
+                Some(_) => {}
+                // Beyond what an `Instant` can hold (a hold of `Duration::MAX`): for ever.
+                None => {
+                    return ThrottleOutcome::Holding {
+                        until: far_future(now),
+                    };
+                }
             }
         }
         self.last_applied = Some(now);
@@ -205,5 +220,39 @@ mod tests {
         assert_eq!(t.up(3, t0), ThrottleOutcome::Applied { from: 3, to: 12 });
         assert_eq!(t.up(12, t0), ThrottleOutcome::AtCeiling { limit: 12 });
         assert_eq!(t.down(2, t0), ThrottleOutcome::AtFloor { limit: 2 });
+    }
+
+    #[test]
+    fn item2_a_hold_beyond_what_an_instant_can_hold_never_ends() {
+        let t0 = Instant::now();
+        let year = 86_400 * 365 * S;
+        let hold = Throttle {
+            hold: Duration::MAX,
+            ..Throttle::default()
+        };
+        let mut t = ThrottleState::new(hold, 8);
+        assert_eq!(t.down(8, t0), ThrottleOutcome::Applied { from: 8, to: 6 });
+        for at in [t0, t0 + S, t0 + 100 * year] {
+            match t.up(6, at) {
+                ThrottleOutcome::Holding { until } => assert!(until >= at + 29 * year),
+                outcome => panic!("{outcome:?} at {:?}", at - t0),
+            }
+        }
+        // A hold that fits is still measured exactly.
+        let mut t = ThrottleState::new(
+            Throttle {
+                hold: 200 * year,
+                ..hold
+            },
+            8,
+        );
+        assert!(t.down(8, t0).is_applied());
+        assert_eq!(
+            t.down(6, t0 + 199 * year),
+            ThrottleOutcome::Holding {
+                until: t0 + 200 * year
+            }
+        );
+        assert!(t.down(6, t0 + 200 * year).is_applied());
     }
 }
