@@ -14,6 +14,9 @@ use tokio::time::Instant;
 
 const SIGN: u64 = 1 << 63;
 
+/// The latest key: a deadline at it never falls due (see [`Clock::now`]).
+pub(crate) const NEVER: u64 = u64::MAX;
+
 /// Converts between `Instant`s and queue keys.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Clock {
@@ -42,14 +45,20 @@ impl Clock {
         encode(offset)
     }
 
-    /// The key of tokio's now.
+    /// The key of tokio's now. It stops one short of the latest key, so that a task at the
+    /// latest key (a delay of `Duration::MAX`, or a deadline past the 292 years a key holds)
+    /// never falls due: it waits until it is moved or cancelled, as `Group::delay` says.
     pub(crate) fn now(&self) -> u64 {
-        self.key(Instant::now())
+        self.key(Instant::now()).min(NEVER - 1)
     }
 
     /// The key of `delay` after now; never overflows.
     pub(crate) fn after(&self, delay: Duration) -> u64 {
-        encode(decode(self.now()).saturating_add(saturating_nanos(delay)))
+        match saturating_nanos(delay) {
+            // Beyond what a key holds from any now: never, wherever now is from the base.
+            i64::MAX => NEVER,
+            nanos => encode(decode(self.now()).saturating_add(nanos)),
+        }
     }
 
     /// The instant of `key`, for the monitor's timer. A key later than `Instant` can hold maps

@@ -578,7 +578,8 @@ impl<T: Stamped, G: Ctx, A> Pool<T, G, A> {
             }
             Some(head) => {
                 member.monitor = Monitor::Parked { until: head };
-                Step::Park(Some(head))
+                // The latest key never falls due (`crate::clock::NEVER`): no timer for it.
+                Step::Park((head != NO_TIMER).then_some(head))
             }
         };
         (step, fx)
