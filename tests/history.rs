@@ -1,0 +1,168 @@
+//! History memory per group (issue 9, item 4): what a group's history holds after use does not
+//! depend on how far apart its tasks ran, and its windows stay right across long gaps.
+//!
+//! The allocator counts per thread, and each measurement runs on a current-thread runtime on
+//! the test's own thread, so other tests and the harness cannot move the count.
+
+mod common;
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+use std::time::Duration;
+
+use schedgroup::Group;
+use tokio::time::timeout;
+
+/// Forwards to the system allocator and keeps, per thread, the bytes that thread allocated
+/// minus those it freed.
+struct Counting;
+
+thread_local! {
+    static HELD: Cell<isize> = const { Cell::new(0) };
+}
+
+fn count(bytes: isize) {
+    // `try_with`: a thread's last frees may come after its locals are gone; a `Cell` has no
+    // destructor, so this never fails in practice, and never panics inside the allocator.
+    let _ = HELD.try_with(|held| held.set(held.get() + bytes));
+}
+
+fn held() -> isize {
+    HELD.with(Cell::get)
+}
+
+// SAFETY: every method forwards to `System` with the caller's arguments unchanged, so the
+// caller's guarantees to us are exactly the guarantees `System` needs; we only add counting.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: forwarded contract (see the impl).
+        let ptr = unsafe { System.alloc(layout) };
+        if !ptr.is_null() {
+            count(layout.size() as isize);
+        }
+        ptr
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: forwarded contract (see the impl).
+        let ptr = unsafe { System.alloc_zeroed(layout) };
+        if !ptr.is_null() {
+            count(layout.size() as isize);
+        }
+        ptr
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: forwarded contract (see the impl).
+        unsafe { System.dealloc(ptr, layout) };
+        count(-(layout.size() as isize));
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        // SAFETY: forwarded contract (see the impl).
+        let new = unsafe { System.realloc(ptr, layout, new_size) };
+        if !new.is_null() {
+            count(new_size as isize - layout.size() as isize);
+        }
+        new
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: Counting = Counting;
+
+fn paused_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .start_paused(true)
+        .build()
+        .expect("a current-thread runtime builds")
+}
+
+/// Heap bytes a group still holds after one task now and one `gap` later have run (`None`:
+/// no task, an idle group).
+async fn held_by_a_group(gap: Option<Duration>) -> isize {
+    let before = held();
+    let group = Group::new();
+    if let Some(gap) = gap {
+        group.delay(Duration::ZERO, async {});
+        group.delay(gap, async {});
+        timeout(gap + Duration::from_secs(60), group.wait())
+            .await
+            .expect("the tasks ran by their deadlines")
+            .expect("no task panicked");
+    }
+    common::settle().await;
+    let after = held();
+    drop(group);
+    common::settle().await;
+    after - before
+}
+
+#[test]
+fn history_memory_per_group_does_not_grow_with_the_gap_between_tasks() {
+    paused_runtime().block_on(async {
+        // Warm up: the process clock, the runtime's timer and task storage.
+        held_by_a_group(Some(Duration::from_secs(1))).await;
+        let idle = held_by_a_group(None).await;
+        let close = held_by_a_group(Some(Duration::from_secs(1))).await;
+        let five_minutes = held_by_a_group(Some(Duration::from_secs(300))).await;
+        let an_hour = held_by_a_group(Some(Duration::from_secs(3_600))).await;
+        assert_eq!(
+            (five_minutes, an_hour),
+            (close, close),
+            "bytes held after two tasks 1 s, 5 min and 1 h apart (idle: {idle})"
+        );
+        assert!(
+            close - idle <= 2_048,
+            "a used group holds {close} bytes, an idle one {idle}"
+        );
+    });
+}
+
+#[test]
+fn history_windows_count_right_across_long_gaps() {
+    paused_runtime().block_on(async {
+        let group = Group::new();
+        let run = |secs| {
+            group.delay(Duration::ZERO, async move {
+                tokio::time::sleep(Duration::from_secs(secs)).await;
+            });
+        };
+        let wait = || async {
+            timeout(Duration::from_secs(3_600), group.wait())
+                .await
+                .expect("the tasks ran by their deadlines")
+                .expect("no task panicked");
+        };
+        run(2);
+        run(2);
+        wait().await;
+        // 100 s later: gone from the 10 s and the 1 min windows (at most 66 s), not from 5 min.
+        tokio::time::advance(Duration::from_secs(98)).await;
+        let [w10, w60, w300] = group.history().windows;
+        assert_eq!((w10.started, w10.peak_running), (0, 0));
+        assert_eq!((w60.started, w60.peak_running), (0, 0));
+        assert_eq!((w300.started, w300.completed, w300.peak_running), (2, 2, 2));
+        let mean = w300.mean_running;
+        assert!(4.0 / 330.0 < mean && mean <= 4.0 / 300.0, "{mean}");
+        // An hour of silence, then one more task: only it counts, everywhere.
+        tokio::time::advance(Duration::from_secs(3_600)).await;
+        run(1);
+        wait().await;
+        for w in group.history().windows {
+            assert_eq!(
+                (w.started, w.completed, w.peak_running),
+                (1, 1, 1),
+                "{:?}",
+                w.span
+            );
+        }
+        // And after five more minutes and a half, nothing does.
+        tokio::time::advance(Duration::from_secs(331)).await;
+        for w in group.history().windows {
+            assert_eq!((w.started, w.peak_running), (0, 0), "{:?}", w.span);
+            assert_eq!(w.mean_running, 0.0);
+        }
+    });
+}
