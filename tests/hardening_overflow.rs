@@ -77,7 +77,10 @@ async fn item2_a_delay_of_duration_max_waits_until_moved_even_a_century_on() {
     // Past the 292 years a deadline key holds: still never.
     tokio::time::advance(200 * YEAR).await;
     settle().await;
-    assert!(!ran.load(Ordering::SeqCst), "a delay of Duration::MAX ran 300 years on");
+    assert!(
+        !ran.load(Ordering::SeqCst),
+        "a delay of Duration::MAX ran 300 years on"
+    );
     assert_eq!(group.stats().pending, 1);
     let _ = group.history();
     let _ = limiter.history();
