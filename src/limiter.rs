@@ -335,6 +335,8 @@ impl Drop for Waiting<'_> {
 
 impl fmt::Debug for Limiter {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Snapshot, then unlock before writing: the formatter is the caller's code and may
+        // call back into this pool (issue 9, item 8).
         let (limit, running, waiting) = {
             let pool = lock(&self.domain);
             (pool.limit(), pool.taken(), pool.waiting())

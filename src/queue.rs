@@ -7,12 +7,13 @@
 //! # Layout and cost
 //!
 //! A pending task costs one heap [`Entry`] (16 bytes), one slab [`Slot`] (16 bytes) and whatever
-//! the value `T` owns. The value carries its own [`Stamp`] (generation and schedule order), so
-//! the slab slot needs no room for it: for a boxed future the stamp rides in the same allocation.
+//! the value `T` owns. The value carries its own [`Stamp`] (the low half of its id and its
+//! schedule order), so the slab slot needs no room for it: for a boxed future the stamp rides in
+//! the same allocation.
 //!
 //! # Removal and rescheduling
 //!
-//! `BinaryHeap` cannot remove from the middle, so [`DeadlineQueue::remove`] and
+//! The heap cannot remove from the middle, so [`DeadlineQueue::remove`] and
 //! [`DeadlineQueue::reschedule`] leave the old heap entry behind as *stale*: an entry is live
 //! only while its slot holds a value whose stamp has the entry's `seq`. Stale entries are
 //! skipped when they reach the top and swept out in one pass once they outnumber the live ones,
@@ -20,20 +21,38 @@
 //!
 //! # Handles and slot reuse
 //!
-//! A [`Key`] names a slot and the generation of the value in it. A slot's generation goes up
-//! each time it is reused, so a key kept after its value left can never reach a later value in
-//! the same slot. A slot whose generation reached `u32::MAX` is retired rather than wrapped.
-//! Vacant slots at the end of the slab are trimmed; `gen_floor` remembers a generation above
-//! every one a trimmed slot ever held, and fresh slots start there.
+//! A [`Key`] names a slot and the id of the value in it. Every insert takes the next id from a
+//! `u64` counter, so no two values of a queue ever share an id (2^64 inserts would take
+//! centuries at a billion a second), and a key kept after its value left can never reach a later
+//! value in the same slot. Slots are never retired: any vacant slot can be reused and the vacant
+//! tail of the slab can be dropped, whatever happened to it before.
+//!
+//! The stamp keeps only the low 32 bits of the id. Ids are told apart by a window: every value
+//! not in `elders` has an id in `floor..floor + 2^32`, where the low 32 bits name it exactly.
+//! When the next id would leave the window, a census (one pass over the slab, once per 2^31
+//! inserts) moves the window up by 2^31 and writes the full id of each value left below it into
+//! `elders`, a map that holds only values still pending after 2^31 later inserts.
+//!
+//! # Invariants
+//!
+//! 1. Ids are handed out in increasing order, once each: `next_id` only goes up.
+//! 2. `next_id <= floor + 2^32` after every insert, and every occupied slot either is in
+//!    `elders` with its value's full id, or holds a value whose id is in `floor..next_id`.
+//! 3. `elders` has an entry for occupied slots only.
+//! 4. The heap is a binary min-heap by `(deadline, seq)`: no entry comes before its parent.
+//!    [`DeadlineQueue::count_due`] relies on it to skip every subtree whose root is not due.
 
-use std::cmp::Ordering;
-use std::collections::BinaryHeap;
+use std::collections::BTreeMap;
 
 /// Marks the end of the free list.
 const NIL: u32 = u32::MAX;
 
-/// The generation at which a slot is retired instead of reused.
-const RETIRED: u32 = u32::MAX;
+/// How far the id window moves at a census: half its width, so that a census follows at least
+/// this many inserts after the previous one.
+const CENSUS_STEP: u64 = 1 << 31;
+
+/// The width of the id window: the ids the stamp's 32 bits can tell apart.
+const WINDOW: u64 = 1 << 32;
 
 /// Below this many stale entries the heap is never swept: a sweep is O(heap length).
 const MIN_SWEEP: usize = 1024;
@@ -41,26 +60,23 @@ const MIN_SWEEP: usize = 1024;
 /// Below this many slots the slab is never trimmed.
 const MIN_TRIM: usize = 64;
 
-/// Names one value in a [`DeadlineQueue`]: its slot and the generation it was given.
+/// Names one value in a [`DeadlineQueue`]: its slot and its id.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Key {
+    id: u64,
     slot: u32,
-    generation: u32,
 }
 
 impl Key {
     /// A key that names nothing, for a task that never entered the queue.
-    pub(crate) const DETACHED: Key = Key {
-        slot: NIL,
-        generation: 0,
-    };
+    pub(crate) const DETACHED: Key = Key { id: 0, slot: NIL };
 }
 
-/// What a value stores about itself for the queue: its slot generation and its current
+/// What a value stores about itself for the queue: the low 32 bits of its id and its current
 /// position in schedule order.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(crate) struct Stamp {
-    pub(crate) generation: u32,
+    pub(crate) id: u32,
     pub(crate) seq: u32,
 }
 
@@ -70,8 +86,7 @@ pub(crate) trait Stamped {
     fn set_stamp(&mut self, stamp: Stamp);
 }
 
-/// One heap entry. Ordered so that `BinaryHeap` (a max-heap) pops the smallest
-/// `(deadline, seq)` first.
+/// One heap entry. The heap pops the smallest `(deadline, seq)` first.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Entry {
     deadline: u64,
@@ -79,28 +94,21 @@ struct Entry {
     slot: u32,
 }
 
-impl Ord for Entry {
-    fn cmp(&self, other: &Self) -> Ordering {
-        (other.deadline, other.seq).cmp(&(self.deadline, self.seq))
+impl Entry {
+    /// Whether `self` comes out of the heap before `other`.
+    fn before(&self, other: &Entry) -> bool {
+        (self.deadline, self.seq) < (other.deadline, other.seq)
     }
 }
 
-impl PartialOrd for Entry {
-    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
-        Some(self.cmp(other))
-    }
-}
-
-/// One slab slot. Two variants keep it at 16 bytes for a fat-pointer `T`: the vacant fields fit
-/// beside the pointer's niche.
+/// One slab slot. Two variants keep it at 16 bytes for a fat-pointer `T`: the free-list link
+/// fits beside the pointer's niche.
 #[derive(Debug)]
 enum Slot<T> {
     Occupied(T),
-    /// `generation` is the last occupant's; `next` links the free list. A slot with
-    /// `generation == RETIRED` is in no list and is never reused.
+    /// `next` links the free list.
     Vacant {
         next: u32,
-        generation: u32,
     },
 }
 
@@ -133,16 +141,21 @@ impl<T> Iterator for Drained<T> {
 /// O(1) amortized removal and rescheduling by [`Key`].
 #[derive(Debug)]
 pub(crate) struct DeadlineQueue<T> {
-    heap: BinaryHeap<Entry>,
+    heap: Heap,
     slots: Vec<Slot<T>>,
-    /// Head of the free list of vacant, unretired slots.
+    /// Head of the free list of vacant slots.
     free: u32,
     /// Occupied slots; also the number of live heap entries.
     len: usize,
     /// The `seq` the next insert or reschedule gets. Renumbered before it would wrap.
     next_seq: u32,
-    /// The generation a slot appended to the slab starts at.
-    gen_floor: u32,
+    /// The id the next insert gets (invariant 1).
+    next_id: u64,
+    /// The bottom of the id window (invariant 2).
+    floor: u64,
+    /// The full ids of values whose id is below `floor`, by slot (invariants 2 and 3). Empty
+    /// unless a value stayed pending across 2^31 later inserts.
+    elders: BTreeMap<u32, u64>,
     /// Slots vacated since the last trim; a trim waits for half the slab's length of these.
     vacated: usize,
 }
@@ -153,15 +166,19 @@ impl<T: Stamped> Default for DeadlineQueue<T> {
     }
 }
 
+// ===== impl DeadlineQueue =====
+
 impl<T: Stamped> DeadlineQueue<T> {
     pub(crate) fn new() -> Self {
         Self {
-            heap: BinaryHeap::new(),
+            heap: Heap::default(),
             slots: Vec::new(),
             free: NIL,
             len: 0,
             next_seq: 0,
-            gen_floor: 0,
+            next_id: 0,
+            floor: 0,
+            elders: BTreeMap::new(),
             vacated: 0,
         }
     }
@@ -178,43 +195,41 @@ impl<T: Stamped> DeadlineQueue<T> {
 
     /// Whether `key` still names a value in the queue.
     pub(crate) fn contains(&self, key: Key) -> bool {
-        self.get(key).is_some()
+        match self.slots.get(key.slot as usize) {
+            Some(Slot::Occupied(value)) => self.id_of(key.slot, value) == key.id,
+            _ => false,
+        }
     }
 
-    fn get(&self, key: Key) -> Option<&T> {
-        match self.slots.get(key.slot as usize) {
-            Some(Slot::Occupied(value)) if value.stamp().generation == key.generation => {
-                Some(value)
-            }
-            _ => None,
+    /// The full id of `value`, which occupies `slot`.
+    fn id_of(&self, slot: u32, value: &T) -> u64 {
+        if let Some(&id) = self.elders.get(&slot) {
+            return id;
         }
+        widen(self.floor, value.stamp().id)
     }
 
     /// Adds `value`, due at `deadline`. Among equal deadlines, earlier inserts come out first.
     pub(crate) fn insert(&mut self, deadline: u64, mut value: T) -> Key {
+        let id = self.take_id();
         let seq = self.take_seq();
-        let (slot, generation) = if self.free != NIL {
+        let slot = if self.free != NIL {
             let slot = self.free;
             match self.slots[slot as usize] {
-                Slot::Vacant { next, generation } => {
-                    self.free = next;
-                    // A retired slot is never on the free list, so this cannot overflow.
-                    (slot, generation + 1)
-                }
+                Slot::Vacant { next } => self.free = next,
                 Slot::Occupied(_) => unreachable!("free list points at an occupied slot"),
             }
+            slot
         } else {
             let slot = u32::try_from(self.slots.len())
                 .ok()
                 .filter(|&slot| slot != NIL)
                 .expect("a schedgroup queue holds at most u32::MAX - 1 tasks");
-            self.slots.push(Slot::Vacant {
-                next: NIL,
-                generation: self.gen_floor,
-            });
-            (slot, self.gen_floor)
+            self.slots.push(Slot::Vacant { next: NIL });
+            slot
         };
-        value.set_stamp(Stamp { generation, seq });
+        // The low 32 bits; `widen` restores the rest (invariant 2).
+        value.set_stamp(Stamp { id: id as u32, seq });
         self.slots[slot as usize] = Slot::Occupied(value);
         self.heap.push(Entry {
             deadline,
@@ -222,7 +237,7 @@ impl<T: Stamped> DeadlineQueue<T> {
             slot,
         });
         self.len += 1;
-        Key { slot, generation }
+        Key { id, slot }
     }
 
     /// Moves the value named by `key` to `deadline`, behind every value already due then.
@@ -236,10 +251,8 @@ impl<T: Stamped> DeadlineQueue<T> {
         let Slot::Occupied(value) = &mut self.slots[key.slot as usize] else {
             unreachable!("contains() checked the slot");
         };
-        value.set_stamp(Stamp {
-            generation: key.generation,
-            seq,
-        });
+        let stamp = value.stamp();
+        value.set_stamp(Stamp { seq, ..stamp });
         self.heap.push(Entry {
             deadline,
             seq,
@@ -287,53 +300,86 @@ impl<T: Stamped> DeadlineQueue<T> {
         Some(self.vacate(slot))
     }
 
-    /// How many values are due at `now`. O(heap length): for snapshots, not hot paths.
+    /// How many values are due at `now`.
+    ///
+    /// Visits only the heap entries due at `now` (live or stale) and their children, never a
+    /// subtree whose root is not due (invariant 4): O(entries due), whatever the number of
+    /// values due later. Stale entries are at most about as many as live ones (see the module
+    /// docs), so this is O(values due) amortized.
     pub(crate) fn count_due(&self, now: u64) -> usize {
-        self.heap
-            .iter()
-            .filter(|entry| entry.deadline <= now && Self::is_live(&self.slots, entry))
-            .count()
+        self.count_due_visiting(now).0
+    }
+
+    /// [`count_due`](Self::count_due), and how many heap entries it looked at.
+    fn count_due_visiting(&self, now: u64) -> (usize, usize) {
+        let entries = self.heap.as_slice();
+        let (mut due, mut visited) = (0, 0);
+        // Depth-first; a node's children are pushed only if it is due. The stack holds at most
+        // one pending sibling per level, so it stays small.
+        let mut stack = vec![0usize];
+        while let Some(at) = stack.pop() {
+            let Some(entry) = entries.get(at) else {
+                continue;
+            };
+            visited += 1;
+            if entry.deadline > now {
+                continue;
+            }
+            if Self::is_live(&self.slots, entry) {
+                due += 1;
+            }
+            stack.extend([2 * at + 2, 2 * at + 1]);
+        }
+        (due, visited)
     }
 
     /// Removes every value, in no particular order, and leaves the queue empty. Keys handed out
-    /// before stay dead.
+    /// before stay dead: their ids are never handed out again.
     ///
     /// The slab itself is handed out (no copy, no new allocation), so the caller can drop the
-    /// values outside its lock; `gen_floor` is raised past every generation in it first.
+    /// values outside its lock.
     pub(crate) fn drain(&mut self) -> Drained<T> {
         let len = self.len;
-        let floor = self.slots.iter().try_fold(self.gen_floor, |floor, slot| {
-            let generation = match slot {
-                Slot::Occupied(value) => value.stamp().generation,
-                Slot::Vacant { generation, .. } => *generation,
-            };
-            generation.checked_add(1).map(|next| floor.max(next))
-        });
-        let slots = match floor {
-            Some(floor) => {
-                self.gen_floor = floor;
-                self.free = NIL;
-                std::mem::take(&mut self.slots)
-            }
-            // A slot reached the last generation: it must stay, retired, so keep the slab
-            // and move the values out one by one (this happens once per 2^32 reuses of a slot).
-            None => {
-                let mut values = Vec::with_capacity(len);
-                for slot in 0..self.slots.len() {
-                    if matches!(self.slots[slot], Slot::Occupied(_)) {
-                        values.push(Slot::Occupied(self.vacate_raw(slot as u32)));
-                    }
-                }
-                values
-            }
-        };
+        let slots = std::mem::take(&mut self.slots);
+        self.free = NIL;
+        self.elders.clear();
         self.len = 0;
         self.vacated = 0;
-        self.heap = BinaryHeap::new();
+        self.heap = Heap::default();
         Drained {
             slots: slots.into_iter(),
             len,
         }
+    }
+
+    /// The next id, after a census if it would leave the window (invariant 2).
+    fn take_id(&mut self) -> u64 {
+        let id = self.next_id;
+        if id - self.floor >= WINDOW {
+            self.census(id - CENSUS_STEP);
+        }
+        // 2^64 inserts cannot happen: at a billion a second they would take 584 years.
+        self.next_id = id
+            .checked_add(1)
+            .expect("a schedgroup queue ran out of task ids");
+        id
+    }
+
+    /// Moves the id window up to start at `floor`, first recording in `elders` the full id of
+    /// every value that falls below it. O(slab length), once per `CENSUS_STEP` inserts.
+    #[cold]
+    fn census(&mut self, floor: u64) {
+        for (slot, entry) in (0u32..).zip(&self.slots) {
+            if let Slot::Occupied(value) = entry {
+                if !self.elders.contains_key(&slot) {
+                    let id = widen(self.floor, value.stamp().id);
+                    if id < floor {
+                        self.elders.insert(slot, id);
+                    }
+                }
+            }
+        }
+        self.floor = floor;
     }
 
     fn take_seq(&mut self) -> u32 {
@@ -364,13 +410,10 @@ impl<T: Stamped> DeadlineQueue<T> {
     fn sweep_if_stale(&mut self) {
         let stale = self.heap.len() - self.len;
         if self.len == 0 {
-            self.heap = BinaryHeap::new();
+            self.heap = Heap::default();
         } else if stale > self.len && stale >= MIN_SWEEP {
             let slots = &self.slots;
             self.heap.retain(|entry| Self::is_live(slots, entry));
-            if self.heap.capacity() > 4 * self.heap.len() {
-                self.heap.shrink_to(2 * self.heap.len());
-            }
         }
     }
 
@@ -394,7 +437,7 @@ impl<T: Stamped> DeadlineQueue<T> {
             value.set_stamp(Stamp { seq, ..stamp });
         }
         self.next_seq = u32::try_from(entries.len()).expect("fewer than u32::MAX tasks");
-        self.heap = BinaryHeap::from(entries);
+        self.heap = Heap::from_sorted(entries);
     }
 
     fn vacate(&mut self, slot: u32) -> T {
@@ -403,7 +446,7 @@ impl<T: Stamped> DeadlineQueue<T> {
         if self.len == 0 {
             // Empty: give everything back. Costs O(slab length), which is at most the inserts
             // since the last time the queue was empty, so O(1) amortized.
-            self.heap = BinaryHeap::new();
+            self.heap = Heap::default();
             self.trim();
         } else if self.vacated >= self.slots.len() / 2
             && self.slots.len() >= MIN_TRIM
@@ -416,23 +459,15 @@ impl<T: Stamped> DeadlineQueue<T> {
 
     /// Empties `slot` (which must be occupied) and links it into the free list.
     fn vacate_raw(&mut self, slot: u32) -> T {
-        let generation = match &self.slots[slot as usize] {
-            Slot::Occupied(value) => value.stamp().generation,
-            Slot::Vacant { .. } => unreachable!("vacating a vacant slot"),
-        };
-        let next = if generation == RETIRED {
-            NIL
-        } else {
-            std::mem::replace(&mut self.free, slot)
-        };
-        let old = std::mem::replace(
-            &mut self.slots[slot as usize],
-            Slot::Vacant { next, generation },
-        );
+        let next = std::mem::replace(&mut self.free, slot);
+        let old = std::mem::replace(&mut self.slots[slot as usize], Slot::Vacant { next });
+        if !self.elders.is_empty() {
+            self.elders.remove(&slot);
+        }
         self.len -= 1;
         match old {
             Slot::Occupied(value) => value,
-            Slot::Vacant { .. } => unreachable!("checked above"),
+            Slot::Vacant { .. } => unreachable!("vacating a vacant slot"),
         }
     }
 
@@ -440,25 +475,124 @@ impl<T: Stamped> DeadlineQueue<T> {
     /// order, so new values fill the lowest holes and the tail can empty out. O(slab length).
     fn trim(&mut self) {
         self.vacated = 0;
-        while let Some(Slot::Vacant { generation, .. }) = self.slots.last() {
-            if *generation == RETIRED {
-                break;
-            }
-            self.gen_floor = self.gen_floor.max(generation + 1);
+        while let Some(Slot::Vacant { .. }) = self.slots.last() {
             self.slots.pop();
         }
         self.free = NIL;
         for (slot, entry) in self.slots.iter_mut().enumerate().rev() {
-            if let Slot::Vacant { next, generation } = entry {
-                if *generation != RETIRED {
-                    *next = self.free;
-                    self.free = slot as u32;
-                }
+            if let Slot::Vacant { next } = entry {
+                *next = self.free;
+                // The slab holds fewer than u32::MAX slots (see `insert`).
+                self.free = slot as u32;
             }
         }
         if self.slots.capacity() > 4 * self.slots.len().max(MIN_TRIM) {
             self.slots.shrink_to(2 * self.slots.len());
         }
+    }
+}
+
+/// The id in `floor..floor + 2^32` whose low 32 bits are `low`.
+fn widen(floor: u64, low: u32) -> u64 {
+    // Truncating: only the low 32 bits of `floor` take part.
+    let offset = low.wrapping_sub(floor as u32);
+    floor + u64::from(offset)
+}
+
+// ===== impl Heap =====
+
+/// A binary min-heap of entries by `(deadline, seq)`, in the usual array layout: the children
+/// of the entry at `i` are at `2i + 1` and `2i + 2`. Hand-written rather than
+/// `std::collections::BinaryHeap` because [`DeadlineQueue::count_due`] walks the tree, and the
+/// standard heap documents its slice as being in arbitrary order.
+#[derive(Debug, Default)]
+struct Heap {
+    entries: Vec<Entry>,
+}
+
+impl Heap {
+    /// A heap of `entries`, which are sorted by `(deadline, seq)` (a sorted array is a heap).
+    fn from_sorted(entries: Vec<Entry>) -> Self {
+        debug_assert!(entries.is_sorted_by(|a, b| !b.before(a)));
+        Self { entries }
+    }
+
+    fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    fn as_slice(&self) -> &[Entry] {
+        &self.entries
+    }
+
+    fn into_vec(self) -> Vec<Entry> {
+        self.entries
+    }
+
+    fn peek(&self) -> Option<&Entry> {
+        self.entries.first()
+    }
+
+    fn push(&mut self, entry: Entry) {
+        self.entries.push(entry);
+        self.sift_up(self.entries.len() - 1);
+    }
+
+    fn pop(&mut self) -> Option<Entry> {
+        let last = self.entries.pop()?;
+        let Some(top) = self.entries.first_mut() else {
+            return Some(last);
+        };
+        let top = std::mem::replace(top, last);
+        self.sift_down(0);
+        Some(top)
+    }
+
+    /// Keeps the entries `keep` accepts, rebuilds the heap in O(n) and gives back spare room.
+    fn retain(&mut self, keep: impl FnMut(&Entry) -> bool) {
+        self.entries.retain(keep);
+        for at in (0..self.entries.len() / 2).rev() {
+            self.sift_down(at);
+        }
+        if self.entries.capacity() > 4 * self.entries.len() {
+            self.entries.shrink_to(2 * self.entries.len());
+        }
+    }
+
+    fn sift_up(&mut self, mut at: usize) {
+        let entry = self.entries[at];
+        while at > 0 {
+            let parent = (at - 1) / 2;
+            if !entry.before(&self.entries[parent]) {
+                break;
+            }
+            self.entries[at] = self.entries[parent];
+            at = parent;
+        }
+        self.entries[at] = entry;
+    }
+
+    fn sift_down(&mut self, mut at: usize) {
+        let entry = self.entries[at];
+        let len = self.entries.len();
+        loop {
+            let left = 2 * at + 1;
+            if left >= len {
+                break;
+            }
+            let right = left + 1;
+            let child = if right < len && self.entries[right].before(&self.entries[left]) {
+                right
+            } else {
+                left
+            };
+            if !self.entries[child].before(&entry) {
+                break;
+            }
+            self.entries[at] = self.entries[child];
+            at = child;
+        }
+        self.entries[at] = entry;
     }
 }
 
@@ -581,7 +715,7 @@ mod tests {
         // The survivor sits at the end of the slab, so only the free list can shrink; once it
         // leaves, the whole slab goes.
         assert_eq!(q.remove(keep).map(|i| i.name), Some("keep"));
-        assert!(q.heap.is_empty());
+        assert!(q.heap.entries.is_empty());
         assert!(q.slots.is_empty(), "slab trimmed to nothing");
         assert!(q.slots.capacity() <= 4 * MIN_TRIM);
     }
@@ -591,14 +725,14 @@ mod tests {
         let mut q = DeadlineQueue::new();
         let keys: Vec<Key> = (0..100_000).map(|_| q.insert(7, item("x"))).collect();
         assert_eq!(drain_due(&mut q, 7).len(), 100_000);
-        assert_eq!(q.heap.capacity(), 0, "heap buffer freed");
+        assert_eq!(q.heap.entries.capacity(), 0, "heap buffer freed");
         assert!(q.slots.is_empty() && q.slots.capacity() <= 4 * MIN_TRIM);
         let fresh = q.insert(0, item("fresh"));
         assert!(!q.contains(keys[fresh.slot as usize]));
     }
 
     #[test]
-    fn trimmed_slots_come_back_with_higher_generations() {
+    fn trimmed_slots_come_back_with_new_ids() {
         let mut q = DeadlineQueue::new();
         let keys: Vec<Key> = (0..200).map(|i| q.insert(i, item("x"))).collect();
         let values: Vec<Item> = q.drain().collect();
@@ -610,7 +744,7 @@ mod tests {
             assert!(!q.contains(*key));
             assert!(q.remove(*key).is_none());
         }
-        assert!(fresh.generation > keys[0].generation);
+        assert!(keys.iter().all(|key| fresh.id > key.id));
     }
 
     #[test]
@@ -624,21 +758,6 @@ mod tests {
         }
         let next = q.insert(0, item("y"));
         assert_eq!(next.slot, 0);
-    }
-
-    #[test]
-    fn a_slot_at_the_last_generation_is_retired_not_wrapped() {
-        let mut q = DeadlineQueue::new();
-        q.gen_floor = RETIRED - 1;
-        let a = q.insert(0, item("a"));
-        assert_eq!(a.generation, RETIRED - 1);
-        q.remove(a);
-        let b = q.insert(0, item("b"));
-        assert_eq!((b.slot, b.generation), (a.slot, RETIRED));
-        q.remove(b);
-        let c = q.insert(0, item("c"));
-        assert_ne!(c.slot, b.slot, "a retired slot is not reused");
-        assert!(!q.contains(a) && !q.contains(b) && q.contains(c));
     }
 
     #[test]
@@ -658,20 +777,101 @@ mod tests {
         assert_eq!(drain_due(&mut q, 7), ["b", "c", "d", "a"]);
     }
 
+    /// Issue 9, item 1. Generations used to run out after 2^32 empty/non-empty cycles, after
+    /// which every new slot was born retired and the slab grew for ever. Ids start here right
+    /// below the point where their low 32 bits wrap and the first census falls due.
     #[test]
-    fn drain_keeps_a_retired_slot_and_still_returns_everything() {
+    fn generations_never_run_out_across_empty_cycles() {
         let mut q = DeadlineQueue::new();
-        q.gen_floor = RETIRED;
-        let a = q.insert(1, item("a"));
-        assert_eq!(a.generation, RETIRED);
-        let b = q.insert(2, item("b"));
-        let drained = q.drain();
-        assert_eq!(drained.len(), 2);
-        assert_eq!(drained.count(), 2);
-        assert!(!q.contains(a) && !q.contains(b));
-        let c = q.insert(3, item("c"));
-        assert_ne!(c.slot, a.slot, "the retired slot stayed retired");
-        assert!(!q.contains(a));
+        q.next_id = WINDOW - 1_000;
+        let mut stale = Vec::new();
+        for round in 0..20_000 {
+            let key = q.insert(round, item("x"));
+            assert_eq!(key.slot, 0, "the one slot is reused every round");
+            assert!(q.contains(key));
+            assert_eq!(drain_due(&mut q, round), ["x"]);
+            assert!(q.slots.is_empty(), "the slab does not grow");
+            stale.push(key);
+        }
+        assert!(
+            q.next_id > WINDOW && q.floor > 0,
+            "past the low-bit wrap and a census"
+        );
+        let live = q.insert(0, item("live"));
+        for key in stale {
+            assert!(!q.contains(key) && q.remove(key).is_none() && !q.reschedule(key, 0));
+        }
+        assert_eq!(q.remove(live).map(|i| i.name), Some("live"));
+    }
+
+    /// Issue 9, item 1, in a queue that never empties: one value stays pending for ever while
+    /// another slot is reused. Before each insert the id counter jumps 2^32 - 1 ahead, as if
+    /// that many other values had come and gone, so every new occupant of the reused slot
+    /// carries exactly the same 32-bit stamp as the stale keys of the slot: only the full id
+    /// tells them apart.
+    #[test]
+    fn generations_never_run_out_with_a_value_pending_for_ever() {
+        let mut q = DeadlineQueue::new();
+        q.next_id = WINDOW - 3;
+        let elder = q.insert(u64::MAX, item("elder"));
+        let mut stale: Vec<Key> = Vec::new();
+        for round in 0..1_000 {
+            q.next_id += WINDOW - 1;
+            let key = q.insert(round, item("x"));
+            assert_eq!(key.slot, 1, "the one free slot is reused every round");
+            if let Some(last) = stale.last() {
+                assert_eq!(key.id % WINDOW, last.id % WINDOW, "same 32-bit stamp");
+            }
+            assert!(q.contains(key) && q.contains(elder));
+            for old in &stale {
+                assert!(!q.contains(*old), "a stale key reached a later value");
+                assert!(!q.reschedule(*old, 0) && q.remove(*old).is_none());
+            }
+            assert_eq!(drain_due(&mut q, round), ["x"]);
+            assert_eq!(q.slots.len(), 2, "the slab does not grow");
+            assert!(q.elders.len() <= 1);
+            stale.push(key);
+        }
+        assert!(q.reschedule(elder, 5), "the elder's key still works");
+        assert_eq!(drain_due(&mut q, 5), ["elder"]);
+        assert!(q.slots.is_empty() && q.elders.is_empty());
+        for old in stale.iter().chain([&elder]) {
+            assert!(!q.contains(*old));
+        }
+    }
+
+    /// Issue 9, item 8: `history()` counts due tasks under the group's lock, so the count must
+    /// not cost O(pending). It visits only due heap entries (live or stale) and their children,
+    /// however many values are due later.
+    #[test]
+    fn locks_held_while_user_code_runs_due_count_skips_tasks_not_yet_due() {
+        for later in [0u64, 1_000, 100_000] {
+            let mut q = DeadlineQueue::new();
+            for i in 0..later {
+                q.insert(1_000 + i % 977, item("later"));
+            }
+            for i in 0..10 {
+                q.insert(i % 3, item("due"));
+            }
+            let gone = q.insert(5, item("gone"));
+            assert!(q.remove(gone).is_some(), "leaves a stale entry that is due");
+            let (due, visited) = q.count_due_visiting(5);
+            assert_eq!(due, 10);
+            // Each visited entry is the root or a child of one of the 11 due entries.
+            assert!(visited <= 1 + 2 * 11, "{later} later: visited {visited}");
+            let brute = (0..=2_000)
+                .step_by(97)
+                .map(|now| {
+                    let all = q.heap.as_slice().iter();
+                    let due =
+                        all.filter(|e| e.deadline <= now && DeadlineQueue::is_live(&q.slots, e));
+                    (now, due.count())
+                })
+                .collect::<Vec<_>>();
+            for (now, count) in brute {
+                assert_eq!(q.count_due(now), count, "at {now}");
+            }
+        }
     }
 
     #[test]

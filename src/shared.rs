@@ -239,6 +239,8 @@ impl Drop for Shared {
 
 impl fmt::Debug for Shared {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Snapshot, then unlock before writing: the formatter is the caller's code and may
+        // call back into this pool (issue 9, item 8).
         let (stats, limit) = {
             let mut pool = self.lock();
             (pool.stats(self.id), pool.group_limit(self.id))

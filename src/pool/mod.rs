@@ -649,7 +649,8 @@ impl<T: Stamped, G: Ctx, A> Pool<T, G, A> {
         member.counters.snapshot(member.cap.running())
     }
 
-    /// The group's history at `now` (its own clock).
+    /// The group's history at `now` (its own clock). Counting the due tasks visits only the
+    /// queue's due entries, never the tasks due later: O(due), under the pool's lock.
     pub(crate) fn group_history(&mut self, id: MemberId, now: u64) -> History {
         let member = self.member(id);
         History {
