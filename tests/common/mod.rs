@@ -83,6 +83,10 @@ pub const PAUSED_BOUND: Duration = Duration::from_secs(10 * 365 * 86_400);
 /// the test fails at once. If other timers keep firing (an interval, a task that sleeps in a
 /// loop), the clock steps through them to the bound instead, which can take a while.
 ///
+/// Not for a wait that something outside the paused runtime ends (another thread, another
+/// runtime): the runtime idles meanwhile, the clock jumps to the bound and the wait fails at
+/// once. Bound those in real time instead.
+///
 /// What it cannot catch: a task that never yields. On a current-thread runtime it keeps the
 /// timeout itself from being polled, so nothing fires; only the CI time limit ends that.
 #[track_caller]
@@ -99,6 +103,25 @@ pub fn bounded<F: IntoFuture>(fut: F) -> impl Future<Output = F::Output> {
             ),
         }
     }
+}
+
+/// Joins `thread`, and panics, naming the caller's line, if it has not finished within
+/// [`REAL_BOUND`]; a panic in the thread is passed on. (`JoinHandle::join` has no timeout, so
+/// this checks every 50 µs whether the thread has finished.)
+#[track_caller]
+pub fn join_bounded<T>(thread: std::thread::JoinHandle<T>) -> T {
+    let at = std::panic::Location::caller();
+    let start = std::time::Instant::now();
+    while !thread.is_finished() {
+        assert!(
+            start.elapsed() < REAL_BOUND,
+            "{at}: a thread did not finish within {REAL_BOUND:?}"
+        );
+        std::thread::sleep(Duration::from_micros(50));
+    }
+    thread
+        .join()
+        .unwrap_or_else(|payload| std::panic::resume_unwind(payload))
 }
 
 /// Whether the current runtime's clock is paused: tokio's clock stands still while real time
