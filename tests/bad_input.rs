@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{alive, assert_adds_up, ms, settle};
+use common::{alive, assert_adds_up, bounded, ms, settle};
 use schedgroup::Group;
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
@@ -32,7 +32,7 @@ async fn an_instant_far_in_the_past_runs_at_once_and_first() {
         let order = order.clone();
         group.schedule(at, async move { order.lock().unwrap().push(name) });
     }
-    group.wait().await.unwrap();
+    bounded(group.wait()).await.unwrap();
     assert_eq!(Instant::now(), now);
     assert_eq!(*order.lock().unwrap(), ["ancient", "recent"]);
 }
@@ -44,7 +44,7 @@ async fn extreme_deadlines_in_reschedule_are_fine() {
     let h = group.delay(ms(5), async {});
     assert!(h.reschedule(now + Duration::from_secs(86_400 * 365 * 200)));
     assert!(h.reschedule(far_past(now)));
-    group.wait().await.unwrap();
+    bounded(group.wait()).await.unwrap();
     assert_eq!(
         Instant::now(),
         now,
@@ -64,7 +64,7 @@ async fn caps_beyond_a_semaphores_limit_work() {
         settle().await;
         assert_eq!(group.stats().running, 100, "cap {cap}: all start");
         group.set_max_concurrent(cap);
-        group.wait().await.unwrap();
+        bounded(group.wait()).await.unwrap();
     }
 }
 
@@ -89,7 +89,7 @@ async fn a_very_large_batch_scheduled_then_cancelled_leaves_nothing() {
     let s = group.stats();
     assert_adds_up(s);
     assert_eq!((s.pending, s.cancelled), (0, n));
-    assert!(group.wait().await.unwrap_err().is_cancelled());
+    assert!(bounded(group.wait()).await.unwrap_err().is_cancelled());
     settle().await;
     assert_eq!(alive(), base, "the monitor exited");
 }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use common::{DropFlag, ms, settle};
+use common::{DropFlag, bounded, ms, settle};
 use schedgroup::Group;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -28,7 +28,7 @@ async fn cancel_drops_pending_futures_before_returning() {
     assert!(flags.iter().all(|f| f.load(Ordering::SeqCst)));
     let stats = group.stats();
     assert_eq!((stats.pending, stats.cancelled), (0, 10));
-    assert!(group.wait().await.unwrap_err().is_cancelled());
+    assert!(bounded(group.wait()).await.unwrap_err().is_cancelled());
 }
 
 #[tokio::test(start_paused = true)]
@@ -45,7 +45,7 @@ async fn cancel_aborts_running_tasks_at_their_next_await() {
     tokio::time::sleep(ms(20)).await;
     assert_eq!(group.stats().running, 1);
     group.cancel();
-    let err = group.wait().await.unwrap_err();
+    let err = bounded(group.wait()).await.unwrap_err();
     assert!(err.is_cancelled());
     assert!(
         dropped.load(Ordering::SeqCst),
@@ -69,7 +69,7 @@ async fn a_task_scheduled_after_cancellation_is_dropped_at_once() {
     assert!(!handle.cancel());
     let stats = group.stats();
     assert_eq!((stats.scheduled, stats.cancelled, stats.pending), (1, 1, 0));
-    assert!(group.wait().await.unwrap_err().is_cancelled());
+    assert!(bounded(group.wait()).await.unwrap_err().is_cancelled());
 }
 
 #[tokio::test(start_paused = true)]
@@ -93,7 +93,7 @@ async fn parent_token_cancels_the_group_but_the_group_never_cancels_the_parent()
     assert!(b.is_cancelled());
     // The monitor drops b's pending futures promptly, without the clock moving.
     let t0 = Instant::now();
-    assert!(b.wait().await.unwrap_err().is_cancelled());
+    assert!(bounded(b.wait()).await.unwrap_err().is_cancelled());
     assert_eq!(Instant::now(), t0);
     assert!(dropped.load(Ordering::SeqCst));
     assert!(!b.cancel(), "already cancelled through the parent");
@@ -106,7 +106,7 @@ async fn group_token_is_the_groups_own() {
     group.delay(Duration::from_secs(1), async {});
     token.cancel();
     assert!(group.is_cancelled());
-    assert!(group.wait().await.unwrap_err().is_cancelled());
+    assert!(bounded(group.wait()).await.unwrap_err().is_cancelled());
     assert_eq!(group.stats().cancelled, 1);
 }
 
@@ -123,7 +123,7 @@ async fn handle_cancel_drops_the_future_before_returning() {
     assert!(dropped.load(Ordering::SeqCst));
     assert!(!handle.cancel(), "second cancel changes nothing");
     assert!(!handle.reschedule(Instant::now()));
-    group.wait().await.unwrap();
+    bounded(group.wait()).await.unwrap();
     assert_eq!(group.stats().cancelled, 1);
     assert!(!group.is_cancelled(), "a task cancel is not a group cancel");
 }
@@ -140,7 +140,7 @@ async fn handles_of_started_or_finished_tasks_return_false() {
     assert!(!long.cancel(), "running");
     assert!(!long.reschedule(Instant::now() + ms(5)));
     assert!(!short.cancel(), "finished");
-    group.wait().await.unwrap();
+    bounded(group.wait()).await.unwrap();
     assert_eq!(group.stats().completed, 2);
 }
 
@@ -159,7 +159,7 @@ async fn a_stale_handle_never_touches_a_task_that_reused_its_slot() {
     assert!(!old.reschedule(Instant::now() + Duration::from_secs(100)));
     assert!(!old.is_pending());
     assert!(new.is_pending());
-    group.wait().await.unwrap();
+    bounded(group.wait()).await.unwrap();
     assert_eq!(ran.load(Ordering::SeqCst), 1);
 }
 
@@ -178,7 +178,7 @@ async fn reschedule_moves_a_pending_task_later_or_earlier() {
     });
     assert!(later.reschedule(t0 + ms(700)));
     assert!(earlier.reschedule(t0 + ms(300)));
-    group.wait().await.unwrap();
+    bounded(group.wait()).await.unwrap();
     let starts = starts.lock().unwrap();
     assert_eq!(starts[0], ("earlier", t0 + ms(300)));
     assert_eq!(starts[1], ("later", t0 + ms(700)));
@@ -203,7 +203,7 @@ async fn cancelling_every_pending_task_by_handle_lets_the_monitor_exit() {
         "the monitor exited without waiting an hour"
     );
     assert_eq!(group.stats().cancelled, 1000);
-    group.wait().await.unwrap();
+    bounded(group.wait()).await.unwrap();
 }
 
 #[tokio::test(start_paused = true)]
@@ -223,7 +223,7 @@ async fn a_cancelled_futures_drop_may_use_the_group() {
         let _guard = guard;
     });
     assert!(handle.cancel());
-    group.wait().await.unwrap();
+    bounded(group.wait()).await.unwrap();
     let stats = group.stats();
     assert_eq!((stats.cancelled, stats.completed), (1, 1));
 
@@ -233,7 +233,7 @@ async fn a_cancelled_futures_drop_may_use_the_group() {
     });
     group.cancel();
     // The Drop's own schedule landed after cancellation and was dropped too.
-    assert!(group.wait().await.unwrap_err().is_cancelled());
+    assert!(bounded(group.wait()).await.unwrap_err().is_cancelled());
     let stats = group.stats();
     assert_eq!(stats.scheduled, 4);
     assert_eq!(stats.cancelled, 3);
@@ -250,5 +250,5 @@ async fn a_group_built_on_a_cancelled_parent_is_cancelled_from_the_start() {
         let _guard = guard;
     });
     assert!(dropped.load(Ordering::SeqCst));
-    assert!(group.wait().await.unwrap_err().is_cancelled());
+    assert!(bounded(group.wait()).await.unwrap_err().is_cancelled());
 }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use common::{Concurrency, alive, ms, settle};
+use common::{Concurrency, alive, bounded, ms, settle};
 use schedgroup::Group;
 use tokio::time::Instant;
 
@@ -22,7 +22,7 @@ async fn running_tasks_never_exceed_the_cap() {
             tokio::time::sleep(ms(10 + n % 7)).await;
         });
     }
-    group.wait().await.unwrap();
+    bounded(group.wait()).await.unwrap();
     assert_eq!(c.max(), 3);
     assert_eq!(group.stats().completed, 50);
 }
@@ -40,7 +40,7 @@ async fn due_tasks_beyond_the_cap_wait_in_the_queue_not_as_tokio_tasks() {
             tokio::task::yield_now().await;
         });
     }
-    group.wait().await.unwrap();
+    bounded(group.wait()).await.unwrap();
     let peak = peak.load(Ordering::Relaxed) - base;
     // CAP runners and the monitor.
     assert!(
@@ -69,7 +69,7 @@ async fn raising_the_cap_starts_waiting_tasks_at_once() {
     settle().await;
     assert_eq!(Instant::now(), t0);
     assert_eq!(c.now(), 4, "three more started without the clock moving");
-    group.wait().await.unwrap();
+    bounded(group.wait()).await.unwrap();
     assert_eq!(c.max(), 4);
 }
 
@@ -92,7 +92,7 @@ async fn lowering_the_cap_aborts_nothing_and_starts_nothing_until_below_it() {
     let t0 = Instant::now();
     group.set_max_concurrent(2);
     assert_eq!(c.now(), 4, "running tasks keep going");
-    group.wait().await.unwrap();
+    bounded(group.wait()).await.unwrap();
     assert_eq!(group.stats().completed, 8, "nothing was aborted");
     let starts = starts.lock().unwrap();
     // Tasks 0..3 run to 100..400 ms; running drops below 2 only at 300 ms.
@@ -113,7 +113,7 @@ async fn a_cap_of_zero_pauses_starts_until_raised() {
     assert_eq!(ran.load(Ordering::SeqCst), 0);
     assert_eq!(group.stats().pending, 5);
     group.set_max_concurrent(usize::MAX);
-    group.wait().await.unwrap();
+    bounded(group.wait()).await.unwrap();
     assert_eq!(ran.load(Ordering::SeqCst), 5);
 }
 
@@ -128,7 +128,7 @@ async fn a_panicking_task_frees_its_slot() {
             ran.fetch_add(1, Ordering::SeqCst);
         });
     }
-    let err = group.wait().await.unwrap_err();
+    let err = bounded(group.wait()).await.unwrap_err();
     assert_eq!(err.panicked(), 1);
     assert_eq!(ran.load(Ordering::SeqCst), 3);
     assert_eq!(group.stats().running, 0);

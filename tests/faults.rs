@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use common::{Concurrency, assert_adds_up, ms, settle};
+use common::{Concurrency, assert_adds_up, bounded, ms, settle};
 use schedgroup::Group;
 
 /// Panics when dropped, unless disarmed.
@@ -34,7 +34,7 @@ async fn a_drop_that_panics_on_handle_cancel_is_contained() {
     );
     let s = group.stats();
     assert_eq!((s.pending, s.cancelled), (0, 1));
-    group.wait().await.unwrap();
+    bounded(group.wait()).await.unwrap();
 }
 
 #[tokio::test(start_paused = true)]
@@ -50,7 +50,7 @@ async fn drops_that_panic_on_group_cancel_are_contained_pending_and_running() {
     tokio::time::sleep(ms(25)).await;
     assert_eq!(group.stats().running, 3);
     assert!(group.cancel());
-    let err = group.wait().await.unwrap_err();
+    let err = bounded(group.wait()).await.unwrap_err();
     assert!(err.is_cancelled());
     let s = group.stats();
     assert_adds_up(s);
@@ -64,7 +64,7 @@ async fn a_drop_that_panics_after_completion_counts_as_panicked() {
     group.delay(ms(1), async move {
         let _keep = &bomb;
     });
-    assert_eq!(group.wait().await.unwrap_err().panicked(), 1);
+    assert_eq!(bounded(group.wait()).await.unwrap_err().panicked(), 1);
 }
 
 #[tokio::test(start_paused = true)]
@@ -83,7 +83,7 @@ async fn a_panic_while_others_run_disturbs_nothing() {
             done.fetch_add(1, Ordering::SeqCst);
         });
     }
-    let err = group.wait().await.unwrap_err();
+    let err = bounded(group.wait()).await.unwrap_err();
     assert_eq!(err.panicked(), 1);
     assert_eq!(done.load(Ordering::SeqCst), 11);
     assert_eq!(c.now(), 0, "every task ended");
@@ -107,7 +107,7 @@ async fn a_drop_that_cancels_its_own_group_does_not_deadlock() {
     group.delay(ms(20), async {});
     assert!(first.cancel());
     assert!(group.is_cancelled());
-    assert!(group.wait().await.unwrap_err().is_cancelled());
+    assert!(bounded(group.wait()).await.unwrap_err().is_cancelled());
     assert_eq!(group.stats().cancelled, 2);
 
     // By group cancel: the Drop re-enters cancel() while the first one is dropping futures.
@@ -119,7 +119,7 @@ async fn a_drop_that_cancels_its_own_group_does_not_deadlock() {
         });
     }
     assert!(group.cancel());
-    assert!(group.wait().await.unwrap_err().is_cancelled());
+    assert!(bounded(group.wait()).await.unwrap_err().is_cancelled());
     assert_eq!(group.stats().cancelled, 3);
 
     // While running: a running task's Drop cancels its group.
@@ -131,7 +131,7 @@ async fn a_drop_that_cancels_its_own_group_does_not_deadlock() {
     group.delay(ms(50), async {
         unreachable!("cancelled by the first task's Drop")
     });
-    assert!(group.wait().await.unwrap_err().is_cancelled());
+    assert!(bounded(group.wait()).await.unwrap_err().is_cancelled());
     let s = group.stats();
     assert_eq!((s.completed, s.cancelled), (1, 1));
 }
@@ -170,10 +170,10 @@ fn a_group_built_on_one_runtime_is_used_from_another() {
 async fn panics_are_reported_by_every_later_wait() {
     let group = Group::new();
     group.delay(ms(1), async { panic!("once") });
-    assert_eq!(group.wait().await.unwrap_err().panicked(), 1);
+    assert_eq!(bounded(group.wait()).await.unwrap_err().panicked(), 1);
     group.delay(ms(1), async {});
     assert_eq!(
-        group.wait().await.unwrap_err().panicked(),
+        bounded(group.wait()).await.unwrap_err().panicked(),
         1,
         "totals, as documented"
     );

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{assert_adds_up, iterations, ms, settle};
+use common::{assert_adds_up, iterations, join_bounded, ms, settle};
 use schedgroup::{Group, Limiter, Throttle};
 use tokio::time::{Instant, timeout};
 
@@ -176,7 +176,7 @@ fn a_group_on_an_already_dropped_runtime_cancels_instead_of_losing_tasks() {
 async fn groups_and_limiter_dropped_while_in_line_still_run_and_leak_nothing() {
     let limiter = Limiter::new(1);
     let count = Arc::new(AtomicUsize::new(0));
-    let blocker = limiter.acquire().await;
+    let blocker = common::bounded(limiter.acquire()).await;
     for _ in 0..5 {
         let g = limited(2, &limiter);
         for _ in 0..3 {
@@ -277,7 +277,7 @@ async fn raising_a_limit_past_the_budget_lets_try_acquire_and_acquire_jump_the_l
 #[tokio::test(flavor = "current_thread", start_paused = true)]
 async fn acquire_dropped_after_its_grant_hands_the_slot_on() {
     let limiter = Limiter::new(1);
-    let first = limiter.acquire().await;
+    let first = common::bounded(limiter.acquire()).await;
     let l = limiter.clone();
     let waiter = tokio::spawn(async move {
         let _p = l.acquire().await;
@@ -354,7 +354,7 @@ fn a_group_on_a_paused_runtime_scheduled_from_a_real_clock_never_starts_early() 
         timeout(PATIENCE, b.wait()).await
     });
     go_tx.send(()).unwrap();
-    let a_result = a_thread.join().unwrap();
+    let a_result = join_bounded(a_thread);
     assert!(result.is_ok() && a_result.is_ok(), "hung");
     assert_eq!(started.load(Ordering::SeqCst), 50);
     assert_eq!(
@@ -428,7 +428,7 @@ fn limiter_free_for_all_on_a_multi_thread_runtime_adds_up_and_leaks_nothing() {
                 }));
             }
             for j in jobs {
-                j.await.unwrap();
+                common::bounded(j).await.unwrap();
             }
             limiter.set_limit(3);
             if iter % 3 == 0 {

@@ -1,25 +1,62 @@
 //! Leaks: after `wait()`, after cancellation, and after every clone is dropped, the heap bytes
-//! this process holds and the runtime's live tokio tasks return to their baseline.
+//! the group's work used and the runtime's live tokio tasks return to their baseline.
 //!
-//! A counting global allocator sees the whole process, so the tests in this file take a lock
-//! and never run beside each other. The check with a million tasks is `#[ignore]`d; run it in
-//! release mode:
+//! # Why the byte counts are exact
+//!
+//! The counting global allocator keeps one counter per thread: each allocation and free is
+//! counted on the thread that makes it, in a `const` thread-local `Cell` (which itself never
+//! allocates, so reading it inside the allocator cannot recurse). A test measures only its own
+//! thread's counter, and runs everything it measures on that thread: a current-thread runtime
+//! driven by `block_on` on the test thread runs every task, the timer and every drop there, the
+//! crate starts no thread of its own, and nothing printed or shared with another thread is
+//! allocated between the two readings. So every byte the group's work allocates or frees is
+//! counted, and no byte of anyone else's is: other tests' threads (the harness runs them in
+//! parallel in this process) can allocate and free as they like without moving the count. That
+//! is by construction, not by luck: the process-wide counter this file once read failed CI with
+//! "1451 heap bytes still held" when another test's threads held memory across the window
+//! (issue 9, item 5), and `item5_leak_checks_ignore_other_threads_allocating` pins it.
+//!
+//! Re-running each test in a child process (as `tests/hostile.rs` does for other reasons) would
+//! not be exact by itself: the harness's main thread still allocates in the child, for example
+//! to print a "has been running for over 60 seconds" note.
+//!
+//! The tolerance of 1 KiB in the assertions is for structures that tokio and the crate grow
+//! lazily and keep (a timer wheel level, a slab's capacity), not for noise; a leak of even one
+//! byte per task in these tests is at least 10 KB.
+//!
+//! The check with a million tasks is `#[ignore]`d; run it in release mode:
 //! `cargo test --release --test leaks -- --ignored`.
 
 mod common;
 
 use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicIsize, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::cell::Cell;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicIsize, AtomicU64, Ordering};
 use std::time::Duration;
 
-use common::ms;
+use common::{bounded, join_bounded, ms};
 use schedgroup::Group;
 
-/// Forwards to the system allocator and keeps a running total of live bytes.
+/// Forwards to the system allocator and counts live bytes per thread (and for the process,
+/// which only the noise test reads, to show what it would have seen).
 struct Counting;
 
-static LIVE: AtomicIsize = AtomicIsize::new(0);
+thread_local! {
+    /// Bytes this thread allocated minus bytes it freed.
+    static MINE: Cell<isize> = const { Cell::new(0) };
+}
+
+/// Bytes allocated minus freed by every thread.
+static PROCESS: AtomicIsize = AtomicIsize::new(0);
+
+fn count(bytes: isize) {
+    // `try_with` and not `with`: the allocator may run while this thread's locals are being
+    // torn down. A `const` local without `Drop` is never torn down, so this cannot miss a byte
+    // in practice; it must only never panic inside the allocator.
+    let _ = MINE.try_with(|c| c.set(c.get() + bytes));
+    PROCESS.fetch_add(bytes, Ordering::Relaxed);
+}
 
 // SAFETY: every method forwards to `System` with the caller's arguments unchanged, so the
 // caller's guarantees to us are exactly the guarantees `System` needs; we only add counting.
@@ -28,7 +65,7 @@ unsafe impl GlobalAlloc for Counting {
         // SAFETY: forwarded contract (see the impl).
         let ptr = unsafe { System.alloc(layout) };
         if !ptr.is_null() {
-            LIVE.fetch_add(layout.size() as isize, Ordering::Relaxed);
+            count(layout.size() as isize);
         }
         ptr
     }
@@ -37,7 +74,7 @@ unsafe impl GlobalAlloc for Counting {
         // SAFETY: forwarded contract (see the impl).
         let ptr = unsafe { System.alloc_zeroed(layout) };
         if !ptr.is_null() {
-            LIVE.fetch_add(layout.size() as isize, Ordering::Relaxed);
+            count(layout.size() as isize);
         }
         ptr
     }
@@ -45,17 +82,14 @@ unsafe impl GlobalAlloc for Counting {
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         // SAFETY: forwarded contract (see the impl).
         unsafe { System.dealloc(ptr, layout) };
-        LIVE.fetch_sub(layout.size() as isize, Ordering::Relaxed);
+        count(-(layout.size() as isize));
     }
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         // SAFETY: forwarded contract (see the impl).
         let new = unsafe { System.realloc(ptr, layout, new_size) };
         if !new.is_null() {
-            LIVE.fetch_add(
-                new_size as isize - layout.size() as isize,
-                Ordering::Relaxed,
-            );
+            count(new_size as isize - layout.size() as isize);
         }
         new
     }
@@ -64,10 +98,9 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static ALLOCATOR: Counting = Counting;
 
-static SERIAL: Mutex<()> = Mutex::new(());
-
+/// Heap bytes this thread holds (allocated minus freed by it).
 fn live_bytes() -> isize {
-    LIVE.load(Ordering::Relaxed)
+    MINE.with(Cell::get)
 }
 
 async fn settle() {
@@ -76,10 +109,8 @@ async fn settle() {
     }
 }
 
-const N: u64 = 10_000;
-
-/// Every way a group's work can end, each on a group that is then dropped.
-async fn every_ending(counter: &Arc<AtomicU64>) {
+/// Every way a group's work can end, each on a group of `n` tasks that is then dropped.
+async fn every_ending(n: u64, counter: &Arc<AtomicU64>) {
     let task = |counter: &Arc<AtomicU64>| {
         let counter = counter.clone();
         async move {
@@ -88,27 +119,27 @@ async fn every_ending(counter: &Arc<AtomicU64>) {
     };
     // Ran to completion, then wait().
     let group = Group::new();
-    for i in 0..N {
+    for i in 0..n {
         group.delay(ms(i % 50), task(counter));
     }
-    group.wait().await.unwrap();
+    bounded(group.wait()).await.unwrap();
     drop(group);
 
     // Cancelled while pending and while running.
     let group = Group::builder().max_concurrent(8).build();
-    for i in 0..N {
+    for i in 0..n {
         group.delay(ms(i % 50), async {
             tokio::time::sleep(Duration::from_secs(1)).await;
         });
     }
     tokio::time::sleep(ms(10)).await;
     group.cancel();
-    assert!(group.wait().await.unwrap_err().is_cancelled());
+    assert!(bounded(group.wait()).await.unwrap_err().is_cancelled());
     drop(group);
 
     // Every handle cancelled, with the group still alive: its queue must be empty memory too.
     let group = Group::new();
-    let handles: Vec<_> = (0..N)
+    let handles: Vec<_> = (0..n)
         .map(|i| group.delay(Duration::from_secs(3600 + i), task(counter)))
         .collect();
     for h in &handles {
@@ -116,12 +147,12 @@ async fn every_ending(counter: &Arc<AtomicU64>) {
     }
     drop(handles);
     settle().await;
-    group.wait().await.unwrap();
+    bounded(group.wait()).await.unwrap();
     drop(group);
 
     // Every clone dropped with work pending: it runs, then everything goes.
     let group = Group::builder().max_concurrent(4).build();
-    for i in 0..N {
+    for i in 0..n {
         group.delay(ms(i % 50), task(counter));
     }
     drop(group);
@@ -129,9 +160,11 @@ async fn every_ending(counter: &Arc<AtomicU64>) {
     settle().await;
 }
 
-#[test]
-fn memory_and_tokio_tasks_return_to_their_baseline() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+/// Runs [`every_ending`] on groups of `n` tasks, once to warm up and then three times, on a
+/// current-thread runtime on this thread; each time, this thread's heap bytes and the runtime's
+/// live tokio tasks are back at the level after the warm-up. `inside` runs within the measured
+/// window, before each round.
+fn assert_memory_returns_to_baseline(n: u64, inside: impl Fn()) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_time()
         .start_paused(true)
@@ -141,11 +174,12 @@ fn memory_and_tokio_tasks_return_to_their_baseline() {
         let counter = Arc::new(AtomicU64::new(0));
         let metrics = tokio::runtime::Handle::current().metrics();
         // Once to let tokio and the test reach their steady state (timer wheel levels, ...).
-        every_ending(&counter).await;
+        every_ending(n, &counter).await;
         let bytes = live_bytes();
         let tasks = metrics.num_alive_tasks();
         for round in 0..3 {
-            every_ending(&counter).await;
+            inside();
+            every_ending(n, &counter).await;
             let grown = live_bytes() - bytes;
             assert!(
                 grown.abs() <= 1024,
@@ -158,8 +192,62 @@ fn memory_and_tokio_tasks_return_to_their_baseline() {
             );
         }
         // Two endings run their tasks, in the warm-up and in each of three rounds.
-        assert_eq!(counter.load(Ordering::Relaxed), 2 * 4 * N);
+        assert_eq!(counter.load(Ordering::Relaxed), 2 * 4 * n);
     });
+}
+
+#[test]
+fn memory_and_tokio_tasks_return_to_their_baseline() {
+    assert_memory_returns_to_baseline(10_000, || {});
+}
+
+/// Issue 9, item 5: the leak check held only when no other thread allocated during it. Here
+/// two threads allocate and free blocks of changing sizes as fast as they can, holding a
+/// changing amount, for the whole check: it must pass every time. (With the process-wide
+/// counter this file used before, it failed five runs out of five, off by 4 to 13 KB.)
+#[test]
+fn item5_leak_checks_ignore_other_threads_allocating() {
+    let stop = Arc::new(AtomicBool::new(false));
+    let churned = Arc::new(AtomicU64::new(0));
+    let noise: Vec<_> = (0..2u64)
+        .map(|t| {
+            let (stop, churned) = (stop.clone(), churned.clone());
+            std::thread::spawn(move || {
+                let mut held: Vec<Vec<u8>> = (0..64).map(|_| Vec::new()).collect();
+                let mut x = 0x9e37_79b9_7f4a_7c15u64 ^ t;
+                while !stop.load(Ordering::Relaxed) {
+                    // xorshift: which block to replace, and with how many bytes (0-4095).
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    held[(x % 64) as usize] = vec![1; (x >> 20) as usize % 4096];
+                    churned.fetch_add(1, Ordering::Relaxed);
+                }
+            })
+        })
+        .collect();
+    // Inside the measured window, before each round, wait until the noise has replaced another
+    // thousand blocks: it overlaps the check for certain, however the threads are scheduled.
+    // (Spinning on an atomic allocates nothing.)
+    let noise_in_the_window = || {
+        let from = churned.load(Ordering::Relaxed);
+        while churned.load(Ordering::Relaxed) < from + 1_000 {
+            std::thread::yield_now();
+        }
+    };
+    let process_before = PROCESS.load(Ordering::Relaxed);
+    let during = churned.load(Ordering::Relaxed);
+    assert_memory_returns_to_baseline(1_000, noise_in_the_window);
+    let during = churned.load(Ordering::Relaxed) - during;
+    let process_moved = PROCESS.load(Ordering::Relaxed) - process_before;
+    stop.store(true, Ordering::Relaxed);
+    for t in noise {
+        join_bounded(t);
+    }
+    eprintln!(
+        "{during} blocks replaced by other threads during the check; the process-wide count \
+         moved by {process_moved} bytes"
+    );
 }
 
 fn resident_bytes() -> u64 {
@@ -183,19 +271,19 @@ fn fill(group: &Group, counter: &Arc<AtomicU64>) {
     }
 }
 
-/// A million tasks, cancelled, three times over: the heap bytes the process holds return to
-/// their baseline each time (exactly: the counting allocator sees every byte).
+/// A million tasks, cancelled, three times over: the heap bytes this thread holds return to
+/// their baseline each time (exactly: the counting allocator sees every byte it allocates and
+/// frees, and no other thread's).
 ///
-/// Resident memory is printed, not asserted: glibc keeps freed 32-byte chunks (each task's box)
+/// Resident memory (the whole process's) is printed, not asserted: glibc keeps freed 32-byte chunks (each task's box)
 /// as free memory in the process, and how much of it `malloc_trim` could hand back depends on
 /// where the allocator's heap happens to be fragmented. Measured here: 67 MB resident with a
 /// million pending, 35 MB after the cancel in a first cycle and 60 MB in later ones, with the
-/// heap bytes back at baseline (+0 to +512) every time. (A `malloc_trim(0)` after the cancel
+/// heap bytes back at baseline (+0) every time. (A `malloc_trim(0)` after the cancel
 /// was once measured to bring a first cycle to 3.3 MB and a later one only to 28 MB.)
 #[test]
 #[ignore = "a million tasks: run in release mode with --ignored"]
 fn a_million_cancelled_tasks_give_back_every_byte() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_time()
         .build()
@@ -208,9 +296,11 @@ fn a_million_cancelled_tasks_give_back_every_byte() {
         group.cancel();
         drop(group);
         settle().await;
+        // Printed after the loop: output written during it would be counted as held.
+        let mut report = [(0, 0, 0, 0); 3];
         let bytes = live_bytes();
         let before = resident_bytes();
-        for cycle in 0..3 {
+        for (cycle, line) in report.iter_mut().enumerate() {
             let group = Group::new();
             fill(&group, &counter);
             let full_bytes = live_bytes() - bytes;
@@ -219,11 +309,7 @@ fn a_million_cancelled_tasks_give_back_every_byte() {
             drop(group);
             settle().await;
             let kept = live_bytes() - bytes;
-            eprintln!(
-                "cycle {cycle}: heap bytes with 1M pending +{full_bytes}, after cancel +{kept}; \
-                 RSS before {before}, with 1M pending {full}, after cancel {}",
-                resident_bytes()
-            );
+            *line = (full_bytes, kept, full, resident_bytes());
             assert!(
                 full_bytes > 50_000_000,
                 "a million tasks were held: {full_bytes}"
@@ -231,6 +317,12 @@ fn a_million_cancelled_tasks_give_back_every_byte() {
             assert!(
                 kept.abs() <= 1024,
                 "cycle {cycle}: {kept} heap bytes still held after cancelling a million tasks"
+            );
+        }
+        for (cycle, (full_bytes, kept, full, after)) in report.iter().enumerate() {
+            eprintln!(
+                "cycle {cycle}: heap bytes with 1M pending +{full_bytes}, after cancel +{kept}; \
+                 RSS before {before}, with 1M pending {full}, after cancel {after}"
             );
         }
     });

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use common::{DropFlag, alive, ms, settle};
+use common::{DropFlag, alive, bounded, join_bounded, ms, settle};
 use schedgroup::Group;
 
 #[tokio::test(start_paused = true)]
@@ -38,11 +38,11 @@ async fn the_monitor_exits_when_idle_and_comes_back_for_new_work() {
     group.delay(ms(100), async {});
     settle().await;
     assert_eq!(alive(), base + 1);
-    group.wait().await.unwrap();
+    bounded(group.wait()).await.unwrap();
     settle().await;
     assert_eq!(alive(), base);
     group.delay(ms(100), async {});
-    group.wait().await.unwrap();
+    bounded(group.wait()).await.unwrap();
     settle().await;
     assert_eq!(alive(), base);
     assert_eq!(group.stats().completed, 2);
@@ -76,7 +76,7 @@ fn plain_threads_schedule_and_cancel_without_a_runtime_context() {
             })
         })
         .collect();
-    let cancelled: u64 = threads.into_iter().map(|t| t.join().unwrap()).sum();
+    let cancelled: u64 = threads.into_iter().map(join_bounded).sum();
     runtime
         .block_on(async { tokio::time::timeout(Duration::from_secs(30), group.wait()).await })
         .expect("no hang")
@@ -147,7 +147,7 @@ async fn debug_shows_name_and_state() {
     assert_eq!(group.name(), Some("ra-responses"));
     let handle = group.delay(ms(5), async {});
     assert!(format!("{handle:?}").contains("pending: true"));
-    group.wait().await.unwrap();
+    bounded(group.wait()).await.unwrap();
 }
 
 #[test]
@@ -170,7 +170,7 @@ async fn the_monitor_exits_when_runners_take_the_last_tasks_under_a_cap() {
             tokio::time::sleep(ms(5)).await;
         });
     }
-    group.wait().await.unwrap();
+    bounded(group.wait()).await.unwrap();
     settle().await;
     assert_eq!(alive(), base, "monitor and runner both exited");
 }

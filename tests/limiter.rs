@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{Concurrency, assert_adds_up, iterations, ms, settle};
+use common::{Concurrency, assert_adds_up, bounded, iterations, join_bounded, ms, settle};
 use schedgroup::{Group, Limiter};
 use tokio::time::{Instant, timeout};
 
@@ -51,7 +51,7 @@ async fn k_per_group_and_n_overall_are_never_exceeded() {
         groups.push((g, k, mine));
     }
     for (g, k, mine) in &groups {
-        g.wait().await.unwrap();
+        bounded(g.wait()).await.unwrap();
         assert!(mine.max() <= *k, "group with k={k} ran {}", mine.max());
         assert_eq!(g.stats().completed, 30);
     }
@@ -72,7 +72,7 @@ async fn the_earliest_deadline_among_all_groups_wins_a_freed_slot() {
     // a's next task (17) comes after c (10) and b-earlier (15), before b (20).
     a.delay(ms(17), log.task("a-next", ms(1)));
     for g in [&a, &b, &c] {
-        g.wait().await.unwrap();
+        bounded(g.wait()).await.unwrap();
     }
     assert_eq!(log.names(), ["a", "c", "b-earlier", "a-next", "b"]);
 }
@@ -97,7 +97,7 @@ async fn equal_deadlines_go_to_the_group_that_started_waiting_first() {
             g.schedule(deadline, log.task(name, ms(1)));
         }
         for g in [&a, &b, &c] {
-            g.wait().await.unwrap();
+            bounded(g.wait()).await.unwrap();
         }
         let expected = if first_is_b {
             ["a", "b", "c"]
@@ -134,8 +134,8 @@ async fn a_group_at_its_own_cap_holds_no_slot_back_from_others() {
         (1, 3),
         "narrow keeps to 1; wide gets the other 3"
     );
-    narrow.wait().await.unwrap();
-    wide.wait().await.unwrap();
+    bounded(narrow.wait()).await.unwrap();
+    bounded(wide.wait()).await.unwrap();
 }
 
 #[tokio::test(start_paused = true)]
@@ -169,7 +169,7 @@ async fn limiter_limits_change_at_run_time() {
         "paused: nothing new started"
     );
     limiter.set_limit(2);
-    g.wait().await.unwrap();
+    bounded(g.wait()).await.unwrap();
     assert_eq!(g.stats().completed, 6);
     assert!(c.max() <= 4);
 }
@@ -179,7 +179,7 @@ async fn acquire_waits_in_the_same_line_as_the_groups() {
     let limiter = Limiter::new(1);
     let log = Log::default();
     let g = group(4, &limiter);
-    let holder = limiter.acquire().await;
+    let holder = bounded(limiter.acquire()).await;
     g.delay(ms(50), log.task("task due at 50", ms(1)));
     // An acquire that starts waiting at 30 is ahead of the task due at 50...
     tokio::time::sleep(ms(30)).await;
@@ -199,9 +199,9 @@ async fn acquire_waits_in_the_same_line_as_the_groups() {
     settle().await;
     assert_eq!(limiter.waiting(), 3);
     drop(holder);
-    early.await.unwrap();
-    late.await.unwrap();
-    g.wait().await.unwrap();
+    bounded(early).await.unwrap();
+    bounded(late).await.unwrap();
+    bounded(g.wait()).await.unwrap();
     assert_eq!(
         log.names(),
         ["acquire at 30", "task due at 50", "acquire at 70"]
@@ -251,7 +251,7 @@ async fn cancelled_or_dropped_groups_in_line_leak_no_slot() {
     // Dropping a group cancels nothing: its task still runs when it gets a slot.
     drop(dropped);
     drop(holder);
-    live.wait().await.unwrap();
+    bounded(live.wait()).await.unwrap();
     settle().await;
     assert_eq!(ran.load(Ordering::SeqCst), 2);
     assert_eq!((limiter.running(), limiter.waiting()), (0, 0));
@@ -307,9 +307,9 @@ async fn eight_groups_under_random_load_keep_k_and_n_on_every_start() {
         })
     };
     for t in threads {
-        t.join().unwrap();
+        join_bounded(t);
     }
-    changer.join().unwrap();
+    join_bounded(changer);
     for (g, k, mine) in &groups {
         timeout(Duration::from_secs(30), g.wait())
             .await
@@ -356,7 +356,7 @@ async fn history_counts_then_rolls_off_for_groups_and_their_limiter() {
         ha.waiting
     );
     for g in [&a, &b] {
-        g.wait().await.unwrap();
+        bounded(g.wait()).await.unwrap();
     }
     let l = limiter.history();
     assert_eq!((l.running, l.waiting), (0, 0));

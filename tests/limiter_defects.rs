@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
-use common::{iterations, ms, settle};
+use common::{iterations, join_bounded, ms, settle};
 use schedgroup::{Group, Limiter, Throttle};
 use tokio::time::{Instant, sleep_until, timeout};
 
@@ -527,7 +527,7 @@ fn after_wait_returns_the_group_holds_no_limiter_slot() {
             held += usize::from(!wait_then_try_acquire(&g, &limiter));
         }
         stop.store(true, Ordering::Relaxed);
-        dashboard.join().unwrap();
+        join_bounded(dashboard);
         assert_eq!(g.stats().completed, rounds as u64);
     }
     assert_eq!(

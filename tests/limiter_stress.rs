@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{Concurrency, iterations};
+use common::{Concurrency, iterations, join_bounded};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use schedgroup::{Group, Limiter, TaskHandle, Throttle};
@@ -255,7 +255,7 @@ async fn limit_storms_never_exceed_k_or_n_strand_a_task_or_leak_a_slot() {
         let mut tasks = Vec::new();
         let mut acquires = Vec::new();
         for t in threads {
-            let (ts, acs) = t.join().unwrap();
+            let (ts, acs) = join_bounded(t);
             tasks.extend(ts);
             acquires.extend(acs);
         }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use common::{assert_adds_up, iterations};
+use common::{assert_adds_up, iterations, join_bounded};
 use schedgroup::Group;
 use tokio::time::{Instant, timeout};
 
@@ -65,7 +65,7 @@ async fn scheduling_from_threads_while_tasks_fire_loses_and_repeats_nothing() {
             })
         })
         .collect();
-    let results: Vec<_> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    let results: Vec<_> = threads.into_iter().map(join_bounded).collect();
     timeout(NO_HANG * 3, group.wait())
         .await
         .expect("no hang")
@@ -100,20 +100,31 @@ fn racing_task(i: usize) -> (Group, Arc<AtomicBool>, schedgroup::TaskHandle) {
 }
 
 /// How long the racing thread waits before it acts: 0-975 µs, spread across the deadline.
+///
+/// The spread is what makes both sides of each race win, every run: with no delay the thread
+/// acts before the runtime's timer (1 ms ticks) fires, with close to a millisecond it acts after
+/// the task has started. Measured over 2000 iterations in release mode, alone and beside two
+/// busy-looping processes on two cores: run 1010 / cancelled 990 and 1127 / 873; started 1225 /
+/// moved 775 and 1345 / 655. So "both sides won" is asserted, over at least
+/// [`RACE_ITERATIONS`] iterations (ten sweeps of the 40 delays).
 fn racing_delay(i: usize) -> Duration {
     Duration::from_micros((i % 40) as u64 * 25)
 }
 
+/// The fewest iterations of a race test, whatever `SCHEDGROUP_STRESS_ITERS` says: enough that
+/// both sides of the race win (see [`racing_delay`]).
+const RACE_ITERATIONS: usize = 400;
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_task_is_either_run_or_cancelled_never_both_never_neither() {
     let mut both_sides_won = [0u32; 2];
-    for i in 0..iterations(2000) {
+    for i in 0..iterations(2000).max(RACE_ITERATIONS) {
         let (group, ran, handle) = racing_task(i);
         let canceller = std::thread::spawn(move || {
             std::thread::sleep(racing_delay(i));
             handle.cancel()
         });
-        let cancelled = canceller.join().unwrap();
+        let cancelled = join_bounded(canceller);
         timeout(NO_HANG, group.wait())
             .await
             .expect("no hang")
@@ -123,10 +134,16 @@ async fn a_task_is_either_run_or_cancelled_never_both_never_neither() {
         assert_eq!(s.completed + s.cancelled, 1);
         both_sides_won[usize::from(cancelled)] += 1;
     }
-    // Not an assertion about timing: just evidence the race was exercised from both sides.
+    // Otherwise the race was never run from one side, and the test proved nothing about it.
     eprintln!(
         "ran first: {}, cancelled first: {}",
         both_sides_won[0], both_sides_won[1]
+    );
+    assert!(
+        both_sides_won.iter().all(|&n| n > 0),
+        "one side never won: ran first {}, cancelled first {}",
+        both_sides_won[0],
+        both_sides_won[1]
     );
 }
 
@@ -160,7 +177,7 @@ async fn counters_add_up_in_every_snapshot_under_load() {
     }
     let result = timeout(NO_HANG * 3, group.wait()).await.expect("no hang");
     stop.store(true, Ordering::SeqCst);
-    sampler.join().unwrap();
+    join_bounded(sampler);
     assert!(result.unwrap_err().is_panicked());
     assert_adds_up(group.stats());
     assert!(snapshots.load(Ordering::Relaxed) > 0);
@@ -197,7 +214,7 @@ async fn a_parent_cancelled_from_a_plain_thread_stops_everything() {
             parent.cancel();
         });
         let result = timeout(NO_HANG, group.wait()).await.expect("no hang");
-        canceller.join().unwrap();
+        join_bounded(canceller);
         // Tasks that never end can only have left through cancellation.
         assert!(result.unwrap_err().is_cancelled(), "iteration {i}");
         assert_eq!(
@@ -214,14 +231,14 @@ async fn a_parent_cancelled_from_a_plain_thread_stops_everything() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reschedule_racing_with_the_deadline_either_moves_the_task_or_finds_it_started() {
     let mut outcomes = [0u32; 2];
-    for i in 0..iterations(2000) {
+    for i in 0..iterations(2000).max(RACE_ITERATIONS) {
         let (group, ran, handle) = racing_task(i);
         let mover = std::thread::spawn(move || {
             std::thread::sleep(racing_delay(i));
             let moved = handle.reschedule(Instant::now() + Duration::from_secs(3600));
             (moved, handle)
         });
-        let (moved, handle) = mover.join().unwrap();
+        let (moved, handle) = join_bounded(mover);
         if moved {
             // It waits an hour now: it must not have run, and it is still pending.
             tokio::time::sleep(Duration::from_millis(2)).await;
@@ -238,7 +255,14 @@ async fn reschedule_racing_with_the_deadline_either_moves_the_task_or_finds_it_s
         assert_eq!(ran.load(Ordering::SeqCst), !moved, "iteration {i}");
         outcomes[usize::from(moved)] += 1;
     }
+    // Otherwise the race was never run from one side, and the test proved nothing about it.
     eprintln!("found started: {}, moved: {}", outcomes[0], outcomes[1]);
+    assert!(
+        outcomes.iter().all(|&n| n > 0),
+        "one side never won: found started {}, moved {}",
+        outcomes[0],
+        outcomes[1]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -264,7 +288,7 @@ async fn cap_changes_racing_with_completions_never_exceed_the_cap_or_stall() {
             group.set_max_concurrent(MAX_CAP);
         })
     };
-    changer.join().unwrap();
+    join_bounded(changer);
     timeout(NO_HANG * 3, group.wait())
         .await
         .expect("a cap change was lost: the group stalled")

@@ -6,7 +6,7 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{Concurrency, ms, settle};
+use common::{Concurrency, bounded, ms, settle};
 use schedgroup::{Group, Limiter, Throttle, ThrottleOutcome};
 use tokio::time::Instant;
 
@@ -108,7 +108,7 @@ async fn throttling_down_aborts_nothing_and_up_starts_waiting_tasks_at_once() {
     );
     settle().await;
     assert_eq!((c.now(), Instant::now()), (6, t), "four more at once");
-    group.wait().await.unwrap();
+    bounded(group.wait()).await.unwrap();
     assert!(c.max() <= 6);
 }
 
@@ -140,6 +140,6 @@ async fn a_groups_own_cap_throttles_the_same_way() {
         ThrottleOutcome::Applied { from: 2, to: 3 }
     );
     assert_eq!(group.limit(), 3);
-    group.wait().await.unwrap();
+    bounded(group.wait()).await.unwrap();
     assert_eq!(group.stats().completed, 12);
 }

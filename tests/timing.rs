@@ -6,7 +6,7 @@ mod common;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{ms, settle};
+use common::{bounded, ms, settle};
 use schedgroup::Group;
 use tokio::time::Instant;
 
@@ -22,7 +22,7 @@ async fn task_starts_at_its_deadline_and_never_before() {
             starts.lock().unwrap().push((deadline, Instant::now()));
         });
     }
-    group.wait().await.unwrap();
+    bounded(group.wait()).await.unwrap();
     let starts = starts.lock().unwrap();
     assert_eq!(starts.len(), 8);
     for &(deadline, started) in starts.iter() {
@@ -52,7 +52,7 @@ async fn delay_is_measured_from_now() {
     tokio::time::sleep(ms(499)).await;
     settle().await;
     assert!(started.lock().unwrap().is_none(), "ran before its delay");
-    group.wait().await.unwrap();
+    bounded(group.wait()).await.unwrap();
     let started = started.lock().unwrap().unwrap();
     assert!(started - scheduled_at >= ms(500));
     assert!(started - scheduled_at <= ms(501));
@@ -69,7 +69,7 @@ async fn due_tasks_start_in_deadline_order() {
             order.lock().unwrap().push(n);
         });
     }
-    group.wait().await.unwrap();
+    bounded(group.wait()).await.unwrap();
     assert_eq!(*order.lock().unwrap(), (0..10).collect::<Vec<_>>());
 }
 
@@ -86,7 +86,7 @@ async fn equal_deadlines_start_in_schedule_order() {
             tokio::task::yield_now().await;
         });
     }
-    group.wait().await.unwrap();
+    bounded(group.wait()).await.unwrap();
     assert_eq!(*order.lock().unwrap(), (0..100).collect::<Vec<_>>());
 }
 
@@ -105,7 +105,7 @@ async fn cap_one_runs_in_deadline_then_schedule_order_even_when_all_are_due() {
     }
     // Everything is overdue by the time the monitor first looks.
     tokio::time::advance(ms(100)).await;
-    group.wait().await.unwrap();
+    bounded(group.wait()).await.unwrap();
     assert_eq!(*order.lock().unwrap(), [0, 1, 2, 3, 4, 5]);
 }
 
@@ -140,7 +140,7 @@ async fn past_deadlines_keep_their_order() {
             order.lock().unwrap().push(back);
         });
     }
-    group.wait().await.unwrap();
+    bounded(group.wait()).await.unwrap();
     assert_eq!(*order.lock().unwrap(), [90, 50, 30, 10]);
 }
 
@@ -160,7 +160,7 @@ async fn huge_delays_never_panic_and_simply_wait() {
     // Rescheduling to the far future is fine too; then they can still be cancelled.
     assert!(a.reschedule(decades));
     assert!(group.cancel());
-    assert!(group.wait().await.unwrap_err().is_cancelled());
+    assert!(bounded(group.wait()).await.unwrap_err().is_cancelled());
 }
 
 #[tokio::test(start_paused = true)]
@@ -173,7 +173,7 @@ async fn a_huge_batch_runs_completely() {
             done.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         });
     }
-    group.wait().await.unwrap();
+    bounded(group.wait()).await.unwrap();
     assert_eq!(done.load(std::sync::atomic::Ordering::Relaxed), 100_000);
     assert_eq!(group.stats().completed, 100_000);
 }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use common::{ms, settle};
+use common::{bounded, ms, settle};
 use schedgroup::Group;
 use tokio::time::{Instant, timeout};
 
@@ -15,7 +15,7 @@ use tokio::time::{Instant, timeout};
 async fn wait_with_no_tasks_resolves_at_once() {
     let group = Group::new();
     let t0 = Instant::now();
-    group.wait().await.unwrap();
+    bounded(group.wait()).await.unwrap();
     assert_eq!(Instant::now(), t0);
 }
 
@@ -27,7 +27,7 @@ async fn wait_resolves_when_the_last_task_finishes_not_before() {
     group.delay(ms(300), async {
         tokio::time::sleep(ms(50)).await;
     });
-    group.wait().await.unwrap();
+    bounded(group.wait()).await.unwrap();
     assert_eq!(Instant::now() - t0, ms(350));
     let stats = group.stats();
     assert_eq!((stats.pending, stats.running, stats.completed), (0, 0, 2));
@@ -41,13 +41,13 @@ async fn many_waiters_on_clones_and_tasks_all_resolve() {
     let mut waiters = Vec::new();
     for _ in 0..8 {
         let g = group.clone();
-        waiters.push(tokio::spawn(async move { g.wait().await }));
+        waiters.push(tokio::spawn(async move { bounded(g.wait()).await }));
     }
-    let direct = group.wait();
+    let direct = bounded(group.wait());
     let (direct, joined) = tokio::join!(direct, async {
         let mut out = Vec::new();
         for w in waiters {
-            out.push(w.await.unwrap());
+            out.push(bounded(w).await.unwrap());
         }
         out
     });
@@ -69,7 +69,7 @@ async fn a_task_that_schedules_its_retry_is_covered_by_the_same_wait() {
     }
     let t0 = Instant::now();
     attempt(group.clone(), attempts.clone(), ms(100));
-    group.wait().await.unwrap();
+    bounded(group.wait()).await.unwrap();
     assert_eq!(attempts.load(Ordering::SeqCst), 5);
     // 100 + 200 + 400 + 800 + 1600 ms of backoff.
     assert_eq!(Instant::now() - t0, ms(3100));
@@ -79,10 +79,10 @@ async fn a_task_that_schedules_its_retry_is_covered_by_the_same_wait() {
 async fn work_scheduled_after_wait_returned_is_covered_by_a_later_wait() {
     let group = Group::new();
     group.delay(ms(10), async {});
-    group.wait().await.unwrap();
+    bounded(group.wait()).await.unwrap();
     let t1 = Instant::now();
     group.delay(ms(500), async {});
-    group.wait().await.unwrap();
+    bounded(group.wait()).await.unwrap();
     assert_eq!(Instant::now() - t1, ms(500));
     assert_eq!(group.stats().completed, 2);
 }
@@ -96,7 +96,7 @@ async fn wait_reports_how_many_tasks_panicked() {
         tokio::task::yield_now().await;
         panic!("second, after an await")
     });
-    let err = group.wait().await.unwrap_err();
+    let err = bounded(group.wait()).await.unwrap_err();
     assert!(err.is_panicked());
     assert!(!err.is_cancelled());
     assert_eq!(err.panicked(), 2);
@@ -114,7 +114,7 @@ async fn wait_says_cancelled_after_cancel() {
         tokio::time::sleep(ms(5)).await;
         g.cancel();
     });
-    let err = group.wait().await.unwrap_err();
+    let err = bounded(group.wait()).await.unwrap_err();
     assert!(err.is_cancelled() && !err.is_panicked());
     assert_eq!(err.to_string(), "group was cancelled");
 }
@@ -129,7 +129,7 @@ async fn dropping_a_wait_loses_nothing() {
     assert_eq!(group.stats().completed, 1);
     // ...and the next one still sees the rest.
     let t = Instant::now();
-    group.wait().await.unwrap();
+    bounded(group.wait()).await.unwrap();
     assert_eq!(Instant::now() - t, ms(150));
 }
 
@@ -145,7 +145,10 @@ async fn wait_is_not_fooled_by_an_idle_moment_it_did_not_see() {
     tokio::time::sleep(ms(20)).await;
     settle().await;
     group.delay(ms(10), async {});
-    assert!(wait.await.is_ok(), "level-triggered: idle once is enough");
+    assert!(
+        bounded(wait).await.is_ok(),
+        "level-triggered: idle once is enough"
+    );
 }
 
 fn futures_poll_once<F: std::future::Future>(f: std::pin::Pin<&mut F>) -> Option<F::Output> {
@@ -155,4 +158,54 @@ fn futures_poll_once<F: std::future::Future>(f: std::pin::Pin<&mut F>) -> Option
         std::task::Poll::Ready(v) => Some(v),
         std::task::Poll::Pending => None,
     }
+}
+
+/// Issue 9, item 9: a wait that never ends fails its test within moments of real time on the
+/// paused clock, instead of hanging CI until its time limit. Here a group's only task never
+/// ends, so `wait()` never does either.
+#[test]
+fn item9_a_hung_wait_fails_in_seconds() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .start_paused(true)
+        .build()
+        .unwrap();
+    let started = std::time::Instant::now();
+    let hung = rt.block_on(async {
+        let group = Group::new();
+        group.delay(ms(1), std::future::pending::<()>());
+        // Not bounded again: the bound inside ends it, and an outer one would fire as well.
+        tokio::spawn(async move { bounded(group.wait()).await }).await
+    });
+    let panic = hung.expect_err("wait() of a task that never ends returned");
+    let message = *panic.into_panic().downcast::<String>().unwrap();
+    assert!(
+        message.contains("a wait did not end within") && message.contains("paused time"),
+        "{message}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "the hang took {:?} of real time to fail",
+        started.elapsed()
+    );
+}
+
+/// Issue 9, item 9: `bounded` tells the paused clock from the real one, so it applies a bound
+/// that a hang reaches quickly on either.
+#[test]
+fn item9_bounded_tells_the_paused_clock_from_the_real_one() {
+    for paused in [true, false] {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .start_paused(paused)
+            .build()
+            .unwrap();
+        assert_eq!(rt.block_on(async { common::clock_is_paused() }), paused);
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_time()
+        .build()
+        .unwrap();
+    assert!(!rt.block_on(async { common::clock_is_paused() }));
 }

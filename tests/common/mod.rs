@@ -1,6 +1,7 @@
 //! Helpers shared by the behaviour tests.
 #![allow(dead_code, unreachable_pub)]
 
+use std::future::{Future, IntoFuture};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
@@ -62,6 +63,78 @@ pub async fn settle() {
     for _ in 0..16 {
         tokio::task::yield_now().await;
     }
+}
+
+/// How long [`bounded`] lets a wait take on the real clock: generous for a debug build on two
+/// busy cores, short enough that a hang fails CI in well under its time limit.
+pub const REAL_BOUND: Duration = Duration::from_secs(30);
+
+/// How long [`bounded`] lets a wait take on the paused clock: ten years, far beyond any test's
+/// own horizon. A hang costs no real time: see [`bounded`].
+pub const PAUSED_BOUND: Duration = Duration::from_secs(10 * 365 * 86_400);
+
+/// Awaits `fut`, and panics, naming the caller's line, if it has not finished within
+/// [`REAL_BOUND`] on the real clock or [`PAUSED_BOUND`] on the paused clock. Every wait in
+/// these tests (`wait()`, `acquire()`, a `JoinHandle`, a channel's `recv()`, `notified()`)
+/// goes through it, so a liveness bug fails the test in seconds instead of hanging CI.
+///
+/// On the paused clock the bound costs no real time: when every task is idle, tokio advances
+/// the clock straight to the next timer, and if the wait hangs, that is this bound's timer, so
+/// the test fails at once. If other timers keep firing (an interval, a task that sleeps in a
+/// loop), the clock steps through them to the bound instead, which can take a while.
+///
+/// Not for a wait that something outside the paused runtime ends (another thread, another
+/// runtime): the runtime idles meanwhile, the clock jumps to the bound and the wait fails at
+/// once. Bound those in real time instead.
+///
+/// What it cannot catch: a task that never yields. On a current-thread runtime it keeps the
+/// timeout itself from being polled, so nothing fires; only the CI time limit ends that.
+#[track_caller]
+pub fn bounded<F: IntoFuture>(fut: F) -> impl Future<Output = F::Output> {
+    let at = std::panic::Location::caller();
+    async move {
+        let paused = clock_is_paused();
+        let bound = if paused { PAUSED_BOUND } else { REAL_BOUND };
+        match tokio::time::timeout(bound, fut).await {
+            Ok(out) => out,
+            Err(_) => panic!(
+                "{at}: a wait did not end within {bound:?} of {} time",
+                if paused { "paused" } else { "real" }
+            ),
+        }
+    }
+}
+
+/// Joins `thread`, and panics, naming the caller's line, if it has not finished within
+/// [`REAL_BOUND`]; a panic in the thread is passed on. (`JoinHandle::join` has no timeout, so
+/// this checks every 50 µs whether the thread has finished.)
+#[track_caller]
+pub fn join_bounded<T>(thread: std::thread::JoinHandle<T>) -> T {
+    let at = std::panic::Location::caller();
+    let start = std::time::Instant::now();
+    while !thread.is_finished() {
+        assert!(
+            start.elapsed() < REAL_BOUND,
+            "{at}: a thread did not finish within {REAL_BOUND:?}"
+        );
+        std::thread::sleep(Duration::from_micros(50));
+    }
+    thread
+        .join()
+        .unwrap_or_else(|payload| std::panic::resume_unwind(payload))
+}
+
+/// Whether the current runtime's clock is paused: tokio's clock stands still while real time
+/// moves on. (Exact, not a guess: a paused clock moves only by `advance` or when the runtime
+/// idles, and neither can happen while this function runs on the runtime's thread; the real
+/// clock has nanosecond resolution and is read again after it has certainly moved.)
+pub fn clock_is_paused() -> bool {
+    let tokio_then = tokio::time::Instant::now();
+    let real_then = std::time::Instant::now();
+    while real_then.elapsed() < Duration::from_micros(1) {
+        std::hint::spin_loop();
+    }
+    tokio::time::Instant::now() == tokio_then
 }
 
 /// Live tokio tasks on the current runtime.
