@@ -106,6 +106,16 @@ fn drop_payload(payload: Box<dyn Any + Send>) {
     std::mem::forget(payload);
 }
 
+/// Wakes someone through `wake`, which may call a user's waker (an `acquire()`, a `wait()` or
+/// a `cancelled()` polled by another executor): a waker that panics is that executor's bug,
+/// and must not cut short the bookkeeping around the call. The panic is caught (the panic
+/// hook has reported it) and dropped; everyone else is still woken.
+pub(crate) fn wake_catching(wake: impl FnOnce()) {
+    if let Err(payload) = catch_unwind(AssertUnwindSafe(wake)) {
+        drop_payload(payload);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -141,15 +151,5 @@ mod tests {
             // The value itself, then the payloads its drop panicked with.
             assert_eq!(drops.load(Ordering::SeqCst), 1 + payloads, "depth {depth}");
         }
-    }
-}
-
-/// Wakes someone through `wake`, which may call a user's waker (an `acquire()`, a `wait()` or
-/// a `cancelled()` polled by another executor): a waker that panics is that executor's bug,
-/// and must not cut short the bookkeeping around the call. The panic is caught (the panic
-/// hook has reported it) and dropped; everyone else is still woken.
-pub(crate) fn wake_catching(wake: impl FnOnce()) {
-    if let Err(payload) = catch_unwind(AssertUnwindSafe(wake)) {
-        drop_catching(payload);
     }
 }

@@ -1,7 +1,7 @@
 //! Hostile-user reproducers: each test tries to break one promise of the slot protocol from the
-//! outside (issue 8's review). Findings that belong to other issues (a throttle hold of
-//! `Duration::MAX`, panic payloads whose `Drop` panics, a runtime without a time driver) are
-//! recorded there, not here.
+//! outside (issue 8's review). Its findings that belonged to issue 9 (a throttle hold of
+//! `Duration::MAX`, panic payloads whose `Drop` panics) are tested in `hardening_overflow.rs`
+//! and `hardening_panics.rs`.
 //!
 //! Every wait is bounded, so a hang fails in seconds.
 
