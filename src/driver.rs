@@ -38,6 +38,11 @@
 //! at most `k` tokio tasks. Before each poll of its task a runner keeps its registration on the
 //! group's abort `Notify` current (`crate::cancel::Registration`: a waker comparison) and checks
 //! for cancellation (one atomic load: see `crate::cancel` for when it is more).
+//!
+//! The runner that ends a group's last task makes the group idle under the lock and announces
+//! it while carrying out the effects, from inside its last poll: a `wait()` can return while
+//! that runner is still handing its slot on and returning. The task's future was dropped
+//! before, and nothing after polls a future of the group (see `Group::wait`).
 
 use std::cell::RefCell;
 use std::future::poll_fn;
