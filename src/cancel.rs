@@ -5,22 +5,42 @@
 //! polling it beside its task, would make all of a group's threads contend on the token's locks.
 //!
 //! Instead the group keeps an [`AtomicBool`] that mirrors the token, and a `Notify` on which
-//! runners register once. The mirror is set by a *hook*: the token's `cancelled_owned()`
-//! future, polled once when the group is built with a waker of our own and then kept. When the
-//! token is cancelled (directly, or through a parent), tokio-util calls `notify_waiters` after
-//! marking it cancelled and releasing its lock, which calls our waker on the cancelling thread,
-//! before `cancel()` returns. The waker sets the mirror and wakes the runners and the monitor.
+//! runners register. The mirror is set by a *hook*: the token's `cancelled_owned()` future,
+//! polled once when the group is built with a waker of our own and then kept. When the token is
+//! cancelled (directly, or through a parent), the hook's waker sets the mirror and wakes the
+//! runners and the monitor.
 //!
-//! So `flag == true` exactly from the moment the token's cancellation is visible to the thread
-//! that cancelled it, and every runner that reads `false` is registered to be woken afterwards.
+//! # What is documented, and what is assumed
+//!
+//! tokio-util documents that once `cancel()` returns the token and all its children report
+//! `is_cancelled()`, and the `Future` contract says the hook's waker is woken once the token is
+//! cancelled. It does not say *when*: the mirror is exact only if the waker is called before
+//! `cancel()` returns. tokio-util 0.7 does that (it marks the tokens, releases their locks and
+//! calls `notify_waiters` on each, on the cancelling thread), but it is not a documented
+//! promise.
+//!
+//! So the fast path is taken only where it is seen to hold: once per process,
+//! [`wakes_inside_cancel`] cancels tokens of its own (directly, and through a grandparent) and
+//! checks that their waiters were woken before `cancel()` returned. If so, `flag == true` from
+//! the moment the cancellation is visible to the thread that cancelled, and
+//! [`CancelWatch::is_cancelled`] is one atomic load. If not, it also asks the token whenever the
+//! flag is `false`: correct, at the price of the token's lock; the hook still drains the group,
+//! whenever tokio-util wakes it. The unit test
+//! `item7_assumption_tokio_util_wakes_waiters_inside_cancel` fails when a tokio-util upgrade
+//! changes this, so the slower path never comes in unnoticed.
+//!
+//! Runners register on the `Notify` through a [`Registration`], which follows the waker of
+//! their latest poll, as the `Future` contract asks, without taking the `Notify`'s lock while
+//! that waker stays the same.
 
 use std::future::Future;
-use std::pin::Pin;
+use std::pin::{Pin, pin};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError, Weak};
 use std::task::{Context, Wake, Waker};
 
 use tokio::sync::Notify;
+use tokio::sync::futures::Notified;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
 /// The group's view of its token.
@@ -31,7 +51,9 @@ pub(crate) struct CancelWatch {
     /// is marked, read with `Acquire`, so a reader that sees `true` also sees what the canceller
     /// did before cancelling.
     flag: AtomicBool,
-    /// Runners register here once, and are woken when the flag is set.
+    /// Whether `flag` alone answers `is_cancelled`: [`wakes_inside_cancel`], read once.
+    fast: bool,
+    /// Runners register here, and are woken when the flag is set.
     abort: Notify,
     /// The registered `cancelled_owned()` future; `None` once it fired. Locked only to arm it.
     hook: Mutex<Option<Pin<Box<WaitForCancellationFutureOwned>>>>,
@@ -39,9 +61,14 @@ pub(crate) struct CancelWatch {
 
 impl CancelWatch {
     pub(crate) fn new(token: CancellationToken) -> Self {
+        Self::with_fast_path(token, wakes_inside_cancel())
+    }
+
+    fn with_fast_path(token: CancellationToken, fast: bool) -> Self {
         Self {
             token,
             flag: AtomicBool::new(false),
+            fast,
             abort: Notify::new(),
             hook: Mutex::new(None),
         }
@@ -51,14 +78,18 @@ impl CancelWatch {
         &self.token
     }
 
-    /// Whether the group is cancelled. One atomic load.
+    /// Whether the group is cancelled: by `mark`, or through its token. One atomic load where
+    /// tokio-util is seen to wake inside `cancel()`; otherwise the token is asked too.
     pub(crate) fn is_cancelled(&self) -> bool {
-        self.flag.load(Ordering::Acquire)
+        self.flag.load(Ordering::Acquire) || (!self.fast && self.token.is_cancelled())
     }
 
-    /// Where runners register to be woken on cancellation.
-    pub(crate) fn abort(&self) -> &Notify {
-        &self.abort
+    /// A registration for a runner: see [`Registration`].
+    pub(crate) fn register(&self) -> Registration<'_> {
+        Registration {
+            notified: self.abort.notified(),
+            waker: None,
+        }
     }
 
     /// Sets the flag and wakes the runners. Returns `true` the first time. The caller cancels
@@ -69,6 +100,34 @@ impl CancelWatch {
             self.abort.notify_waiters();
         }
         first
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A runner's registration on its group's abort `Notify`: being woken through it is only a
+    /// reason to look at [`CancelWatch::is_cancelled`].
+    pub(crate) struct Registration<'a> {
+        #[pin]
+        notified: Notified<'a>,
+        // The waker `notified` was last polled with.
+        waker: Option<Waker>,
+    }
+}
+
+impl Registration<'_> {
+    /// Makes sure that the waker of `cx` is the one woken on cancellation; call it on every
+    /// poll, before checking the flag. The `Notified` is polled again only when the waker is not
+    /// the one it holds ([`Waker::will_wake`] is cheap, and `true` only for the same task), so
+    /// a runner whose waker never changes, as a tokio task's does not, takes the `Notify`'s lock
+    /// once.
+    pub(crate) fn keep(self: Pin<&mut Self>, cx: &mut Context<'_>) {
+        let this = self.project();
+        if this.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+            return;
+        }
+        // `Ready` means the flag is set, which the caller checks next.
+        let _ = this.notified.poll(cx);
+        *this.waker = Some(cx.waker().clone());
     }
 }
 
@@ -100,7 +159,9 @@ impl<S: Watched> Wake for Hook<S> {
 pub(crate) fn arm<S: Watched>(shared: &Arc<S>, hook: Arc<Hook<S>>) {
     let watch = shared.watch();
     let mut slot = watch.hook.lock().unwrap_or_else(PoisonError::into_inner);
-    if slot.is_none() && !watch.is_cancelled() {
+    // The flag, not `is_cancelled`: a cancelled token whose hook has not fired yet must still
+    // be polled, so that it fires now.
+    if slot.is_none() && !watch.flag.load(Ordering::Acquire) {
         *slot = Some(Box::pin(watch.token.clone().cancelled_owned()));
     }
     let fired = match slot.as_mut() {
@@ -125,4 +186,159 @@ pub(crate) fn arm<S: Watched>(shared: &Arc<S>, hook: Arc<Hook<S>>) {
 /// Arms a new group's hook.
 pub(crate) fn watch<S: Watched>(shared: &Arc<S>) {
     arm(shared, Arc::new(Hook(Arc::downgrade(shared))));
+}
+
+/// Whether this build of tokio-util wakes a token's waiters before `cancel()` returns, when the
+/// token is cancelled itself and when through a grandparent. Probed once per process, on tokens
+/// of its own.
+pub(crate) fn wakes_inside_cancel() -> bool {
+    static PROBED: OnceLock<bool> = OnceLock::new();
+    *PROBED.get_or_init(|| probe(false) && probe(true))
+}
+
+/// Cancels a token (or its grandparent) while a `cancelled_owned()` future is registered on
+/// it; `true` if its waker was called before `cancel()` returned.
+fn probe(through_grandparent: bool) -> bool {
+    let root = CancellationToken::new();
+    let parent = root.child_token();
+    let token = if through_grandparent {
+        parent.child_token()
+    } else {
+        root.clone()
+    };
+    let woken = Arc::new(Woken(AtomicBool::new(false)));
+    let waker = Waker::from(woken.clone());
+    let mut cancelled = pin!(token.cancelled_owned());
+    if cancelled
+        .as_mut()
+        .poll(&mut Context::from_waker(&waker))
+        .is_ready()
+    {
+        return false;
+    }
+    root.cancel();
+    // Acquire: pairs with the Release in `wake`, if another thread woke it.
+    woken.0.load(Ordering::Acquire)
+}
+
+/// The probe's waker: records that it was woken.
+struct Woken(AtomicBool);
+
+impl Wake for Woken {
+    fn wake(self: Arc<Self>) {
+        self.0.store(true, Ordering::Release);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicUsize;
+
+    use super::*;
+
+    /// Counts its wakes.
+    #[derive(Default)]
+    struct Count(AtomicUsize);
+
+    impl Wake for Count {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    impl Count {
+        fn get(&self) -> usize {
+            self.0.load(Ordering::SeqCst)
+        }
+    }
+
+    /// A group reduced to its watch.
+    struct Group {
+        watch: CancelWatch,
+        on_cancelled: AtomicUsize,
+    }
+
+    impl Watched for Group {
+        fn watch(&self) -> &CancelWatch {
+            &self.watch
+        }
+
+        fn on_cancelled(&self) {
+            self.on_cancelled.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    /// The fast path's assumption about tokio-util, which tokio-util does not document. If this
+    /// fails after an upgrade, groups stay correct (the token is asked whenever the flag is
+    /// `false`) but every cancellation check takes the token's lock: revisit this module.
+    #[test]
+    fn item7_assumption_tokio_util_wakes_waiters_inside_cancel() {
+        assert!(
+            probe(false),
+            "tokio-util no longer wakes a token's waiters inside its own cancel()"
+        );
+        assert!(
+            probe(true),
+            "tokio-util no longer wakes a token's waiters inside a grandparent's cancel()"
+        );
+        assert!(wakes_inside_cancel());
+        assert!(CancelWatch::new(CancellationToken::new()).fast);
+    }
+
+    /// What the assumption buys, end to end through the hook: the flag is set, and the group
+    /// told, before a parent's `cancel()` returns.
+    #[test]
+    fn item7_assumption_the_flag_is_set_before_a_parents_cancel_returns() {
+        let parent = CancellationToken::new();
+        let group = Arc::new(Group {
+            watch: CancelWatch::new(parent.child_token()),
+            on_cancelled: AtomicUsize::new(0),
+        });
+        watch(&group);
+        assert!(!group.watch.is_cancelled());
+        parent.cancel();
+        assert!(group.watch.flag.load(Ordering::Acquire));
+        assert_eq!(group.on_cancelled.load(Ordering::SeqCst), 1);
+        // Cancelling again, or the group's own token, tells nobody twice.
+        parent.cancel();
+        group.watch.token().cancel();
+        assert!(!group.watch.mark());
+        assert_eq!(group.on_cancelled.load(Ordering::SeqCst), 1);
+    }
+
+    /// Without the fast path, a cancelled token is seen even while the hook has not fired (here:
+    /// was never armed), so correctness never waits for tokio-util's wake.
+    #[test]
+    fn item7_without_the_fast_path_a_cancelled_token_is_seen_before_the_hook_fires() {
+        let token = CancellationToken::new();
+        let slow = CancelWatch::with_fast_path(token.child_token(), false);
+        let fast = CancelWatch::with_fast_path(token.child_token(), true);
+        token.cancel();
+        assert!(slow.is_cancelled(), "the token is asked");
+        assert!(!slow.flag.load(Ordering::Acquire), "the hook never fired");
+        // What the fast path relies on the hook for.
+        assert!(!fast.is_cancelled());
+    }
+
+    /// The `Future` contract: only the waker of the latest poll need be woken. A registration
+    /// kept with waker A, then B, wakes B on cancellation.
+    #[test]
+    fn item7_a_registration_wakes_the_waker_of_the_latest_poll() {
+        let watch = CancelWatch::with_fast_path(CancellationToken::new(), true);
+        let (a, b) = (Arc::new(Count::default()), Arc::new(Count::default()));
+        let (waker_a, waker_b) = (Waker::from(a.clone()), Waker::from(b.clone()));
+        let mut registration = pin!(watch.register());
+        registration
+            .as_mut()
+            .keep(&mut Context::from_waker(&waker_a));
+        registration
+            .as_mut()
+            .keep(&mut Context::from_waker(&waker_b));
+        // The same waker again changes nothing.
+        registration
+            .as_mut()
+            .keep(&mut Context::from_waker(&waker_b.clone()));
+        assert!(watch.mark());
+        assert_eq!((a.get(), b.get()), (0, 1));
+    }
 }

@@ -35,8 +35,14 @@
 //! A runner is spawned with one task that already holds its slots. When the task ends, the
 //! pool hands the slots on; if it hands them to the runner's own group, the runner runs that
 //! task itself rather than spawning another, so a burst of due tasks under a cap of `k` runs on
-//! at most `k` tokio tasks. A runner registers on the group's abort `Notify` and checks the
-//! cancellation flag (one atomic load) before each poll of its task.
+//! at most `k` tokio tasks. Before each poll of its task a runner keeps its registration on the
+//! group's abort `Notify` current (`crate::cancel::Registration`: a waker comparison) and checks
+//! for cancellation (one atomic load: see `crate::cancel` for when it is more).
+//!
+//! The runner that ends a group's last task makes the group idle under the lock and announces
+//! it while carrying out the effects, from inside its last poll: a `wait()` can return while
+//! that runner is still handing its slot on and returning. The task's future was dropped
+//! before, and nothing after polls a future of the group (see `Group::wait`).
 
 use std::cell::RefCell;
 use std::future::poll_fn;
@@ -315,17 +321,12 @@ struct Runner {
 impl Runner {
     async fn run(mut self) {
         let shared = self.shared.clone();
-        // Registered with this task's waker on the first poll, and never re-polled: the waker
-        // of one tokio task does not change, so the registration stays good for the runner's
-        // life. Being woken by it is only a reason to look at the flag.
-        let mut abort = pin!(shared.cancel.abort().notified());
-        let mut registered = false;
+        // Woken on cancellation; kept registered with the waker of each poll (in a tokio task
+        // that is the same waker, registered once).
+        let mut abort = pin!(shared.cancel.register());
         loop {
             let outcome = poll_fn(|cx| {
-                if !registered {
-                    let _ = abort.as_mut().poll(cx);
-                    registered = true;
-                }
+                abort.as_mut().keep(cx);
                 // Checked after registering, so a cancellation that comes later wakes us.
                 if shared.cancel.is_cancelled() {
                     return Poll::Ready(Outcome::Cancelled);

@@ -186,8 +186,15 @@ impl Group {
     /// `wait()` covers it) and after `wait()` returned (a later `wait()` covers them). Any
     /// number of `wait()`s, on any clones, may run at once; all resolve.
     ///
-    /// After cancellation it returns only once every future of the group has finished or been
-    /// dropped.
+    /// When it returns, every future of the group has been dropped (its `Drop` has run), after
+    /// cancellation too, and the group holds no slot, of its own cap or of a limiter's.
+    ///
+    /// The group's own tokio tasks may outlive it by a moment: the runner that ended the last
+    /// task may still be carrying out what that caused (handing its slot on to another group or
+    /// an `acquire()` caller) before it returns, and a monitor whose queue emptied has been woken
+    /// to exit. Neither polls a future of the group again or waits for a timer, so the runtime's
+    /// count of live tasks ([`RuntimeMetrics::num_alive_tasks`]) is back to its baseline as soon
+    /// as the runtime has run them, without any time passing on its clock.
     ///
     /// # Examples
     ///
@@ -217,6 +224,8 @@ impl Group {
     ///
     /// Cancel safe: dropping the future loses nothing, and a new `wait()` picks up where it
     /// left off.
+    ///
+    /// [`RuntimeMetrics::num_alive_tasks`]: tokio::runtime::RuntimeMetrics::num_alive_tasks
     pub async fn wait(&self) -> Result<(), WaitError> {
         loop {
             // Register before checking: an idle announcement after the check cannot be missed.
