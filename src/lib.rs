@@ -108,8 +108,13 @@
 //!   `cancel::a_cancelled_futures_drop_may_use_the_group`,
 //!   `faults::a_drop_that_cancels_its_own_group_does_not_deadlock`.
 //! - Dropping every clone cancels nothing: `lifecycle::dropping_every_clone_cancels_nothing`.
+//! - When `wait()` returns, every future of the group has been dropped and the group holds no
+//!   slot; the group's last tokio tasks (the runner that ended the last task, a monitor about
+//!   to exit) poll no future of the group again and exit as soon as the runtime runs them, with
+//!   no time passing: `after_wait::item6_*`.
 //! - Nothing leaks: the monitor exits when the queue empties, and heap bytes and live tokio
-//!   tasks return to baseline after `wait()`, cancellation and dropping every clone:
+//!   tasks return to baseline after `wait()` (and a turn of the runtime), cancellation and
+//!   dropping every clone:
 //!   `lifecycle::the_monitor_exits_when_runners_take_the_last_tasks_under_a_cap`,
 //!   `cancel::cancelling_every_pending_task_by_handle_lets_the_monitor_exit`,
 //!   `leaks::memory_and_tokio_tasks_return_to_their_baseline`, and at a million tasks,
@@ -162,6 +167,12 @@
 //! - History counts and rolls off its windows: `limiter::history_counts_then_rolls_off_for_groups_and_their_limiter`.
 //! - A runtime shutdown cancels the group instead of hanging `wait()`:
 //!   `lifecycle::runtime_shutdown_with_pending_and_running_tasks_cancels_the_group`.
+//! - Only documented behaviour of tokio and tokio-util is relied on: the lock-free
+//!   cancellation check is used only after a run-time probe sees tokio-util wake waiters inside
+//!   `cancel()`, and runners follow the waker of their latest poll: `cancel::tests::item7_*`.
+//! - User code that panics (a future, its `Drop`, a panic payload's `Drop`, a waker) is
+//!   caught; the task counts as panicked or cancelled and no slot is lost:
+//!   `hardening_panics::*`, `hostile_resume::a_panicking_waker_*`.
 //!
 //! # Minimum supported Rust version
 //!
