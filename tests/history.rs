@@ -6,67 +6,11 @@
 
 mod common;
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
 use std::time::Duration;
 
+use common::counting::{Counting, live_bytes};
 use schedgroup::Group;
 use tokio::time::timeout;
-
-/// Forwards to the system allocator and keeps, per thread, the bytes that thread allocated
-/// minus those it freed.
-struct Counting;
-
-thread_local! {
-    static HELD: Cell<isize> = const { Cell::new(0) };
-}
-
-fn count(bytes: isize) {
-    // `try_with`: a thread's last frees may come after its locals are gone; a `Cell` has no
-    // destructor, so this never fails in practice, and never panics inside the allocator.
-    let _ = HELD.try_with(|held| held.set(held.get() + bytes));
-}
-
-fn held() -> isize {
-    HELD.with(Cell::get)
-}
-
-// SAFETY: every method forwards to `System` with the caller's arguments unchanged, so the
-// caller's guarantees to us are exactly the guarantees `System` needs; we only add counting.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        // SAFETY: forwarded contract (see the impl).
-        let ptr = unsafe { System.alloc(layout) };
-        if !ptr.is_null() {
-            count(layout.size() as isize);
-        }
-        ptr
-    }
-
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        // SAFETY: forwarded contract (see the impl).
-        let ptr = unsafe { System.alloc_zeroed(layout) };
-        if !ptr.is_null() {
-            count(layout.size() as isize);
-        }
-        ptr
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: forwarded contract (see the impl).
-        unsafe { System.dealloc(ptr, layout) };
-        count(-(layout.size() as isize));
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        // SAFETY: forwarded contract (see the impl).
-        let new = unsafe { System.realloc(ptr, layout, new_size) };
-        if !new.is_null() {
-            count(new_size as isize - layout.size() as isize);
-        }
-        new
-    }
-}
 
 #[global_allocator]
 static ALLOCATOR: Counting = Counting;
@@ -82,7 +26,7 @@ fn paused_runtime() -> tokio::runtime::Runtime {
 /// Heap bytes a group still holds after one task now and one `gap` later have run (`None`:
 /// no task, an idle group).
 async fn held_by_a_group(gap: Option<Duration>) -> isize {
-    let before = held();
+    let before = live_bytes();
     let group = Group::new();
     if let Some(gap) = gap {
         group.delay(Duration::ZERO, async {});
@@ -93,7 +37,7 @@ async fn held_by_a_group(gap: Option<Duration>) -> isize {
             .expect("no task panicked");
     }
     common::settle().await;
-    let after = held();
+    let after = live_bytes();
     drop(group);
     common::settle().await;
     after - before

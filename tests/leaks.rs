@@ -3,7 +3,7 @@
 //!
 //! # Why the byte counts are exact
 //!
-//! The counting global allocator keeps one counter per thread: each allocation and free is
+//! The counting global allocator (`common::counting`) keeps one counter per thread: each allocation and free is
 //! counted on the thread that makes it, in a `const` thread-local `Cell` (which itself never
 //! allocates, so reading it inside the allocator cannot recurse). A test measures only its own
 //! thread's counter, and runs everything it measures on that thread: a current-thread runtime
@@ -29,79 +29,16 @@
 
 mod common;
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicIsize, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
+use common::counting::{Counting, live_bytes, process_bytes};
 use common::{bounded, join_bounded, ms};
 use schedgroup::Group;
 
-/// Forwards to the system allocator and counts live bytes per thread (and for the process,
-/// which only the noise test reads, to show what it would have seen).
-struct Counting;
-
-thread_local! {
-    /// Bytes this thread allocated minus bytes it freed.
-    static MINE: Cell<isize> = const { Cell::new(0) };
-}
-
-/// Bytes allocated minus freed by every thread.
-static PROCESS: AtomicIsize = AtomicIsize::new(0);
-
-fn count(bytes: isize) {
-    // `try_with` and not `with`: the allocator may run while this thread's locals are being
-    // torn down. A `const` local without `Drop` is never torn down, so this cannot miss a byte
-    // in practice; it must only never panic inside the allocator.
-    let _ = MINE.try_with(|c| c.set(c.get() + bytes));
-    PROCESS.fetch_add(bytes, Ordering::Relaxed);
-}
-
-// SAFETY: every method forwards to `System` with the caller's arguments unchanged, so the
-// caller's guarantees to us are exactly the guarantees `System` needs; we only add counting.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        // SAFETY: forwarded contract (see the impl).
-        let ptr = unsafe { System.alloc(layout) };
-        if !ptr.is_null() {
-            count(layout.size() as isize);
-        }
-        ptr
-    }
-
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        // SAFETY: forwarded contract (see the impl).
-        let ptr = unsafe { System.alloc_zeroed(layout) };
-        if !ptr.is_null() {
-            count(layout.size() as isize);
-        }
-        ptr
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: forwarded contract (see the impl).
-        unsafe { System.dealloc(ptr, layout) };
-        count(-(layout.size() as isize));
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        // SAFETY: forwarded contract (see the impl).
-        let new = unsafe { System.realloc(ptr, layout, new_size) };
-        if !new.is_null() {
-            count(new_size as isize - layout.size() as isize);
-        }
-        new
-    }
-}
-
 #[global_allocator]
 static ALLOCATOR: Counting = Counting;
-
-/// Heap bytes this thread holds (allocated minus freed by it).
-fn live_bytes() -> isize {
-    MINE.with(Cell::get)
-}
 
 async fn settle() {
     for _ in 0..64 {
@@ -235,11 +172,11 @@ fn item5_leak_checks_ignore_other_threads_allocating() {
             std::thread::yield_now();
         }
     };
-    let process_before = PROCESS.load(Ordering::Relaxed);
+    let process_before = process_bytes();
     let during = churned.load(Ordering::Relaxed);
     assert_memory_returns_to_baseline(1_000, noise_in_the_window);
     let during = churned.load(Ordering::Relaxed) - during;
-    let process_moved = PROCESS.load(Ordering::Relaxed) - process_before;
+    let process_moved = process_bytes() - process_before;
     stop.store(true, Ordering::Relaxed);
     for t in noise {
         join_bounded(t);
