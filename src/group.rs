@@ -361,7 +361,7 @@ impl Group {
     }
 
     /// What the group is doing now and did over the last 10 s, 1 min and 5 min: running,
-    /// waiting for a slot (due but not started; counting them visits the due tasks only), the cap, and per
+    /// waiting for a slot (due but not started; a counter, not a walk over the tasks), the cap, and per
     /// window the peak and time-weighted mean of running, tasks started and ended. See
     /// [`History`].
     #[must_use]

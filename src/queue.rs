@@ -1,4 +1,5 @@
-//! The deadline queue: a min-heap of `(deadline, schedule order)` over a slab of tasks.
+//! The deadline queue: two min-heaps of `(deadline, schedule order)` over a slab of tasks, one
+//! for the values due at the latest time the queue was told of, one for the rest.
 //!
 //! This is a plain data structure with no runtime, no lock and no clock: deadlines are `u64`
 //! keys (see [`crate::clock`]) and "now" is passed in. The group keeps one of these behind its
@@ -11,9 +12,20 @@
 //! schedule order), so the slab slot needs no room for it: for a boxed future the stamp rides in
 //! the same allocation.
 //!
+//! # Due and later
+//!
+//! The queue remembers the latest `now` its due count was asked at (`frontier`). Values due by
+//! then have their live entry in the `due` heap, the rest in `later`; a value's stamp says
+//! which (the top bit of its `seq`), so the queue knows how many values are due without looking
+//! at them: [`DeadlineQueue::count_due`] is O(1), plus O(log n) for each value that fell due
+//! since the last count, which happens once in the value's life. Popping moves nothing: every
+//! `due` deadline is at or before every `later` one, so the earliest value is the top of `due`
+//! if it has an entry, else the top of `later`. A queue whose count nobody asks for keeps
+//! everything in `later` and costs what a single heap does.
+//!
 //! # Removal and rescheduling
 //!
-//! The heap cannot remove from the middle, so [`DeadlineQueue::remove`] and
+//! A heap cannot remove from the middle, so [`DeadlineQueue::remove`] and
 //! [`DeadlineQueue::reschedule`] leave the old heap entry behind as *stale*: an entry is live
 //! only while its slot holds a value whose stamp has the entry's `seq`. Stale entries are
 //! skipped when they reach the top and swept out in one pass once they outnumber the live ones,
@@ -39,8 +51,10 @@
 //! 2. `next_id <= floor + 2^32` after every insert, and every occupied slot either is in
 //!    `elders` with its value's full id, or holds a value whose id is in `floor..next_id`.
 //! 3. `elders` has an entry for occupied slots only.
-//! 4. The heap is a binary min-heap by `(deadline, seq)`: no entry comes before its parent.
-//!    [`DeadlineQueue::count_due`] relies on it to skip every subtree whose root is not due.
+//! 4. Every entry in `due` has a deadline at or before `frontier`, every entry in `later` one
+//!    after it.
+//! 5. A live value's stamp has the [`DUE`] bit if and only if its live entry is in `due`, and
+//!    `due_live` counts those values.
 
 use std::collections::BTreeMap;
 
@@ -54,7 +68,11 @@ const CENSUS_STEP: u64 = 1 << 31;
 /// The width of the id window: the ids the stamp's 32 bits can tell apart.
 const WINDOW: u64 = 1 << 32;
 
-/// Below this many stale entries the heap is never swept: a sweep is O(heap length).
+/// The top bit of a stamp's `seq`: the value's live entry is in the `due` heap (invariant 5).
+/// Schedule orders themselves stay below it.
+const DUE: u32 = 1 << 31;
+
+/// Below this many stale entries the heaps are never swept: a sweep is O(heap length).
 const MIN_SWEEP: usize = 1024;
 
 /// Below this many slots the slab is never trimmed.
@@ -72,8 +90,8 @@ impl Key {
     pub(crate) const DETACHED: Key = Key { id: 0, slot: NIL };
 }
 
-/// What a value stores about itself for the queue: the low 32 bits of its id and its current
-/// position in schedule order.
+/// What a value stores about itself for the queue: the low 32 bits of its id, and its current
+/// position in schedule order with, in the top bit, whether it is due ([`DUE`]).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(crate) struct Stamp {
     pub(crate) id: u32,
@@ -141,7 +159,14 @@ impl<T> Iterator for Drained<T> {
 /// O(1) amortized removal and rescheduling by [`Key`].
 #[derive(Debug)]
 pub(crate) struct DeadlineQueue<T> {
-    heap: Heap,
+    /// Entries due at `frontier` (invariant 4).
+    due: Heap,
+    /// Entries due after `frontier`.
+    later: Heap,
+    /// The latest `now` the queue was given.
+    frontier: u64,
+    /// Live values whose entry is in `due` (invariant 5).
+    due_live: usize,
     slots: Vec<Slot<T>>,
     /// Head of the free list of vacant slots.
     free: u32,
@@ -171,7 +196,10 @@ impl<T: Stamped> Default for DeadlineQueue<T> {
 impl<T: Stamped> DeadlineQueue<T> {
     pub(crate) fn new() -> Self {
         Self {
-            heap: Heap::default(),
+            due: Heap::default(),
+            later: Heap::default(),
+            frontier: 0,
+            due_live: 0,
             slots: Vec::new(),
             free: NIL,
             len: 0,
@@ -229,13 +257,13 @@ impl<T: Stamped> DeadlineQueue<T> {
             slot
         };
         // The low 32 bits; `widen` restores the rest (invariant 2).
-        value.set_stamp(Stamp { id: id as u32, seq });
-        self.slots[slot as usize] = Slot::Occupied(value);
-        self.heap.push(Entry {
+        let seq = self.push(Entry {
             deadline,
             seq,
             slot,
         });
+        value.set_stamp(Stamp { id: id as u32, seq });
+        self.slots[slot as usize] = Slot::Occupied(value);
         self.len += 1;
         Key { id, slot }
     }
@@ -248,16 +276,20 @@ impl<T: Stamped> DeadlineQueue<T> {
         }
         // Take the seq first: a renumbering rewrites the stamps, including this value's.
         let seq = self.take_seq();
-        let Slot::Occupied(value) = &mut self.slots[key.slot as usize] else {
-            unreachable!("contains() checked the slot");
-        };
-        let stamp = value.stamp();
-        value.set_stamp(Stamp { seq, ..stamp });
-        self.heap.push(Entry {
+        let seq = self.push(Entry {
             deadline,
             seq,
             slot: key.slot,
         });
+        let Slot::Occupied(value) = &mut self.slots[key.slot as usize] else {
+            unreachable!("contains() checked the slot");
+        };
+        let stamp = value.stamp();
+        if stamp.seq & DUE != 0 {
+            // Its old entry, in `due`, is stale now.
+            self.due_live -= 1;
+        }
+        value.set_stamp(Stamp { seq, ..stamp });
         self.sweep_if_stale();
         true
     }
@@ -274,63 +306,92 @@ impl<T: Stamped> DeadlineQueue<T> {
 
     /// The earliest deadline in the queue.
     pub(crate) fn peek_deadline(&mut self) -> Option<u64> {
-        self.discard_stale_top();
-        self.heap.peek().map(|entry| entry.deadline)
+        self.discard_stale_tops();
+        self.top().map(|entry| entry.deadline)
     }
 
-    /// A lower bound of the earliest deadline, exact unless the top of the heap is stale (left
+    /// A lower bound of the earliest deadline, exact unless the top of a heap is stale (left
     /// behind by a removal). O(1) and never discards anything, so a caller that only needs to
     /// know that nothing is due before some time pays nothing after a removal.
     pub(crate) fn peek_bound(&self) -> Option<u64> {
         if self.len == 0 {
             return None;
         }
-        self.heap.peek().map(|entry| entry.deadline)
+        // Every `due` deadline is at or before every `later` one (invariant 4).
+        self.due
+            .peek()
+            .or(self.later.peek())
+            .map(|entry| entry.deadline)
     }
 
     /// Removes and returns the earliest value if its deadline is at or before `now`.
     pub(crate) fn pop_due(&mut self, now: u64) -> Option<T> {
-        self.discard_stale_top();
-        let top = self.heap.peek()?;
+        // No `advance`: the earliest value is one of the two tops, and moving every due entry
+        // across would cost a burst two heap operations per task, all under one lock.
+        self.discard_stale_tops();
+        let top = self.top()?;
         if top.deadline > now {
             return None;
         }
         let slot = top.slot;
-        self.heap.pop();
+        if self.due.peek().is_some() {
+            self.due.pop();
+        } else {
+            self.later.pop();
+        }
         Some(self.vacate(slot))
     }
 
-    /// How many values are due at `now`.
-    ///
-    /// Visits only the heap entries due at `now` (live or stale) and their children, never a
-    /// subtree whose root is not due (invariant 4): O(entries due), whatever the number of
-    /// values due later. Stale entries are at most about as many as live ones (see the module
-    /// docs), so this is O(values due) amortized.
-    pub(crate) fn count_due(&self, now: u64) -> usize {
-        self.count_due_visiting(now).0
+    /// How many values are due at `now` (or at the latest `now` it was asked with, if that is
+    /// later). O(1), plus O(log n) for each value that fell due since the last count: once in
+    /// each value's life, and only for queues whose count is asked for.
+    pub(crate) fn count_due(&mut self, now: u64) -> usize {
+        self.advance(now);
+        self.due_live
     }
 
-    /// [`count_due`](Self::count_due), and how many heap entries it looked at.
-    fn count_due_visiting(&self, now: u64) -> (usize, usize) {
-        let entries = self.heap.as_slice();
-        let (mut due, mut visited) = (0, 0);
-        // Depth-first; a node's children are pushed only if it is due. The stack holds at most
-        // one pending sibling per level, so it stays small.
-        let mut stack = vec![0usize];
-        while let Some(at) = stack.pop() {
-            let Some(entry) = entries.get(at) else {
-                continue;
-            };
-            visited += 1;
-            if entry.deadline > now {
-                continue;
-            }
-            if Self::is_live(&self.slots, entry) {
-                due += 1;
-            }
-            stack.extend([2 * at + 2, 2 * at + 1]);
+    /// Moves `frontier` to `now` if that is later, and the entries due by then from `later` to
+    /// `due`, marking their values (invariants 4 and 5). Stale entries are dropped on the way.
+    fn advance(&mut self, now: u64) {
+        if now <= self.frontier {
+            return;
         }
-        (due, visited)
+        self.frontier = now;
+        while let Some(&entry) = self.later.peek() {
+            if entry.deadline > now {
+                break;
+            }
+            self.later.pop();
+            if let Some(Slot::Occupied(value)) = self.slots.get_mut(entry.slot as usize) {
+                let stamp = value.stamp();
+                if stamp.seq == entry.seq {
+                    value.set_stamp(Stamp {
+                        seq: stamp.seq | DUE,
+                        ..stamp
+                    });
+                    self.due_live += 1;
+                    self.due.push(entry);
+                }
+            }
+        }
+    }
+
+    /// Puts `entry` in the heap its deadline belongs to (invariant 4) and returns the stamp
+    /// `seq` its value must carry (invariant 5).
+    fn push(&mut self, entry: Entry) -> u32 {
+        if entry.deadline <= self.frontier {
+            self.due.push(entry);
+            self.due_live += 1;
+            entry.seq | DUE
+        } else {
+            self.later.push(entry);
+            entry.seq
+        }
+    }
+
+    /// The earliest entry: the top of `due` if it has one, else of `later` (invariant 4).
+    fn top(&self) -> Option<&Entry> {
+        self.due.peek().or(self.later.peek())
     }
 
     /// Removes every value, in no particular order, and leaves the queue empty. Keys handed out
@@ -345,7 +406,7 @@ impl<T: Stamped> DeadlineQueue<T> {
         self.elders.clear();
         self.len = 0;
         self.vacated = 0;
-        self.heap = Heap::default();
+        self.clear_heaps();
         Drained {
             slots: slots.into_iter(),
             len,
@@ -383,7 +444,8 @@ impl<T: Stamped> DeadlineQueue<T> {
     }
 
     fn take_seq(&mut self) -> u32 {
-        if self.next_seq == u32::MAX {
+        // Schedule orders stay below the `DUE` bit.
+        if self.next_seq == DUE - 1 {
             self.renumber();
         }
         let seq = self.next_seq;
@@ -392,39 +454,49 @@ impl<T: Stamped> DeadlineQueue<T> {
     }
 
     fn is_live(slots: &[Slot<T>], entry: &Entry) -> bool {
-        matches!(slots.get(entry.slot as usize), Some(Slot::Occupied(value)) if value.stamp().seq == entry.seq)
+        matches!(slots.get(entry.slot as usize), Some(Slot::Occupied(value)) if value.stamp().seq & !DUE == entry.seq)
     }
 
-    fn discard_stale_top(&mut self) {
-        while let Some(top) = self.heap.peek() {
-            if Self::is_live(&self.slots, top) {
-                return;
+    fn discard_stale_tops(&mut self) {
+        for heap in [&mut self.due, &mut self.later] {
+            while let Some(top) = heap.peek() {
+                if Self::is_live(&self.slots, top) {
+                    break;
+                }
+                heap.pop();
             }
-            self.heap.pop();
         }
+    }
+
+    fn clear_heaps(&mut self) {
+        self.due = Heap::default();
+        self.later = Heap::default();
+        self.due_live = 0;
     }
 
     /// Sweeps stale entries out once they outnumber live ones (and `MIN_SWEEP`). Each sweep
     /// costs O(heap length) and follows at least `MIN_SWEEP` + live removals, so it is O(1)
     /// amortized per removal.
     fn sweep_if_stale(&mut self) {
-        let stale = self.heap.len() - self.len;
+        let stale = self.due.len() + self.later.len() - self.len;
         if self.len == 0 {
-            self.heap = Heap::default();
+            self.clear_heaps();
         } else if stale > self.len && stale >= MIN_SWEEP {
             let slots = &self.slots;
-            self.heap.retain(|entry| Self::is_live(slots, entry));
+            self.due.retain(|entry| Self::is_live(slots, entry));
+            self.later.retain(|entry| Self::is_live(slots, entry));
         }
     }
 
     /// Gives every live entry a new `seq` in its current order, so `next_seq` can start again
-    /// low. Runs once per `u32::MAX` inserts and reschedules.
+    /// low. Runs once per 2^31 inserts and reschedules.
     #[cold]
     fn renumber(&mut self) {
         let slots = &self.slots;
-        let mut entries: Vec<Entry> = std::mem::take(&mut self.heap)
+        let mut entries: Vec<Entry> = std::mem::take(&mut self.due)
             .into_vec()
             .into_iter()
+            .chain(std::mem::take(&mut self.later).into_vec())
             .filter(|entry| Self::is_live(slots, entry))
             .collect();
         entries.sort_unstable_by_key(|entry| (entry.deadline, entry.seq));
@@ -434,10 +506,18 @@ impl<T: Stamped> DeadlineQueue<T> {
                 unreachable!("a live entry points at an occupied slot");
             };
             let stamp = value.stamp();
-            value.set_stamp(Stamp { seq, ..stamp });
+            // Keeps the `DUE` bit: the entry stays in the heap it was in.
+            value.set_stamp(Stamp {
+                seq: seq | (stamp.seq & DUE),
+                ..stamp
+            });
         }
-        self.next_seq = u32::try_from(entries.len()).expect("fewer than u32::MAX tasks");
-        self.heap = Heap::from_sorted(entries);
+        self.next_seq = u32::try_from(entries.len()).expect("fewer than 2^31 tasks");
+        // Sorted by deadline, so the due ones come first (invariant 4).
+        let split = entries.partition_point(|entry| entry.deadline <= self.frontier);
+        let later = entries.split_off(split);
+        self.due = Heap::from_sorted(entries);
+        self.later = Heap::from_sorted(later);
     }
 
     fn vacate(&mut self, slot: u32) -> T {
@@ -446,7 +526,7 @@ impl<T: Stamped> DeadlineQueue<T> {
         if self.len == 0 {
             // Empty: give everything back. Costs O(slab length), which is at most the inserts
             // since the last time the queue was empty, so O(1) amortized.
-            self.heap = Heap::default();
+            self.clear_heaps();
             self.trim();
         } else if self.vacated >= self.slots.len() / 2
             && self.slots.len() >= MIN_TRIM
@@ -466,7 +546,12 @@ impl<T: Stamped> DeadlineQueue<T> {
         }
         self.len -= 1;
         match old {
-            Slot::Occupied(value) => value,
+            Slot::Occupied(value) => {
+                if value.stamp().seq & DUE != 0 {
+                    self.due_live -= 1;
+                }
+                value
+            }
             Slot::Vacant { .. } => unreachable!("vacating a vacant slot"),
         }
     }
@@ -503,8 +588,7 @@ fn widen(floor: u64, low: u32) -> u64 {
 
 /// A binary min-heap of entries by `(deadline, seq)`, in the usual array layout: the children
 /// of the entry at `i` are at `2i + 1` and `2i + 2`. Hand-written rather than
-/// `std::collections::BinaryHeap` because [`DeadlineQueue::count_due`] walks the tree, and the
-/// standard heap documents its slice as being in arbitrary order.
+/// `std::collections::BinaryHeap` so that a sorted array becomes a heap without a copy.
 #[derive(Debug, Default)]
 struct Heap {
     entries: Vec<Entry>,
@@ -521,6 +605,7 @@ impl Heap {
         self.entries.len()
     }
 
+    #[cfg(test)]
     fn as_slice(&self) -> &[Entry] {
         &self.entries
     }
@@ -704,10 +789,10 @@ mod tests {
         let keep = q.insert(u64::MAX, item("keep"));
         for key in &keys {
             assert!(q.remove(*key).is_some());
+            let entries = q.due.len() + q.later.len();
             assert!(
-                q.heap.len() <= 2 * q.len() + MIN_SWEEP + 1,
-                "heap {} len {}",
-                q.heap.len(),
+                entries <= 2 * q.len() + MIN_SWEEP + 1,
+                "heaps {entries} len {}",
                 q.len()
             );
         }
@@ -715,7 +800,7 @@ mod tests {
         // The survivor sits at the end of the slab, so only the free list can shrink; once it
         // leaves, the whole slab goes.
         assert_eq!(q.remove(keep).map(|i| i.name), Some("keep"));
-        assert!(q.heap.entries.is_empty());
+        assert!(q.due.entries.is_empty() && q.later.entries.is_empty());
         assert!(q.slots.is_empty(), "slab trimmed to nothing");
         assert!(q.slots.capacity() <= 4 * MIN_TRIM);
     }
@@ -725,7 +810,11 @@ mod tests {
         let mut q = DeadlineQueue::new();
         let keys: Vec<Key> = (0..100_000).map(|_| q.insert(7, item("x"))).collect();
         assert_eq!(drain_due(&mut q, 7).len(), 100_000);
-        assert_eq!(q.heap.entries.capacity(), 0, "heap buffer freed");
+        assert_eq!(
+            (q.due.entries.capacity(), q.later.entries.capacity()),
+            (0, 0),
+            "heap buffers freed"
+        );
         assert!(q.slots.is_empty() && q.slots.capacity() <= 4 * MIN_TRIM);
         let fresh = q.insert(0, item("fresh"));
         assert!(!q.contains(keys[fresh.slot as usize]));
@@ -763,18 +852,24 @@ mod tests {
     #[test]
     fn renumbering_keeps_the_order_and_the_keys() {
         let mut q = DeadlineQueue::new();
-        q.next_seq = u32::MAX - 3;
+        q.next_seq = DUE - 6;
         let a = q.insert(7, item("a"));
         let b = q.insert(7, item("b"));
         let c = q.insert(7, item("c"));
+        let e = q.insert(9, item("e"));
+        // a, b and c are due, e is not: renumbering must keep each in its heap.
+        assert_eq!(q.count_due(7), 3);
         let gone = q.insert(1, item("gone"));
         q.remove(gone);
-        // This insert wraps next_seq and renumbers the three live entries first.
+        // This insert reaches the `DUE` bit and renumbers the live entries first.
         let d = q.insert(7, item("d"));
         assert!(q.next_seq < 10);
+        assert_eq!(q.count_due(7), 4);
+        assert_eq!((q.due.len(), q.later.len()), (4, 1));
         assert!(q.reschedule(a, 7), "keys survive renumbering");
-        assert!(q.contains(b) && q.contains(c) && q.contains(d));
+        assert!(q.contains(b) && q.contains(c) && q.contains(d) && q.contains(e));
         assert_eq!(drain_due(&mut q, 7), ["b", "c", "d", "a"]);
+        assert_eq!(drain_due(&mut q, 9), ["e"]);
     }
 
     /// Issue 9, item 1. Generations used to run out after 2^32 empty/non-empty cycles, after
@@ -841,10 +936,10 @@ mod tests {
     }
 
     /// Issue 9, item 8: `history()` counts due tasks under the group's lock, so the count must
-    /// not cost O(pending). It visits only due heap entries (live or stale) and their children,
-    /// however many values are due later.
+    /// not cost O(pending), nor O(due): it reads a counter, after moving only the values that
+    /// fell due since the last `now` (once each), however many values are due, or due later.
     #[test]
-    fn locks_held_while_user_code_runs_due_count_skips_tasks_not_yet_due() {
+    fn locks_held_while_user_code_runs_due_count_is_a_counter() {
         for later in [0u64, 1_000, 100_000] {
             let mut q = DeadlineQueue::new();
             for i in 0..later {
@@ -854,22 +949,142 @@ mod tests {
                 q.insert(i % 3, item("due"));
             }
             let gone = q.insert(5, item("gone"));
-            assert!(q.remove(gone).is_some(), "leaves a stale entry that is due");
-            let (due, visited) = q.count_due_visiting(5);
-            assert_eq!(due, 10);
-            // Each visited entry is the root or a child of one of the 11 due entries.
-            assert!(visited <= 1 + 2 * 11, "{later} later: visited {visited}");
-            let brute = (0..=2_000)
-                .step_by(97)
-                .map(|now| {
-                    let all = q.heap.as_slice().iter();
-                    let due =
-                        all.filter(|e| e.deadline <= now && DeadlineQueue::is_live(&q.slots, e));
-                    (now, due.count())
-                })
-                .collect::<Vec<_>>();
-            for (now, count) in brute {
-                assert_eq!(q.count_due(now), count, "at {now}");
+            assert!(q.remove(gone).is_some(), "leaves a stale entry");
+            assert_eq!(q.count_due(5), 10);
+            // Only the 11 entries due by 5 left `later`; the rest were not looked at.
+            assert_eq!((q.due.len(), q.later.len()), (10, later as usize));
+            // Counting again, or at an earlier `now`, moves nothing.
+            assert_eq!(q.count_due(5), 10);
+            assert_eq!(q.count_due(2), 10, "counts at the latest now it was given");
+            assert_eq!((q.due.len(), q.later.len()), (10, later as usize));
+            // Against a count of every entry, as time goes on.
+            for now in (5..=2_000).step_by(97) {
+                let brute = [&q.due, &q.later]
+                    .into_iter()
+                    .flat_map(Heap::as_slice)
+                    .filter(|e| e.deadline <= now && DeadlineQueue::is_live(&q.slots, e))
+                    .count();
+                assert_eq!(q.count_due(now), brute, "at {now}");
+            }
+        }
+    }
+
+    #[test]
+    fn the_due_count_follows_inserts_removals_reschedules_and_pops() {
+        let mut q = DeadlineQueue::new();
+        let a = q.insert(10, item("a"));
+        let b = q.insert(20, item("b"));
+        let c = q.insert(30, item("c"));
+        assert_eq!(q.count_due(20), 2);
+        // Due now, moved later: no longer due; a later one moved into the past: due.
+        assert!(q.reschedule(a, 40));
+        assert!(q.reschedule(c, 5));
+        assert_eq!(q.count_due(20), 2, "b and c");
+        // Inserted at or before the frontier: due at once.
+        let d = q.insert(20, item("d"));
+        assert_eq!(q.count_due(20), 3);
+        assert!(q.remove(d).is_some());
+        assert_eq!(q.count_due(20), 2);
+        assert_eq!(drain_due(&mut q, 20), ["c", "b"]);
+        assert_eq!(q.count_due(20), 0);
+        assert_eq!(q.count_due(40), 1);
+        assert!(q.contains(a) && !q.contains(b));
+        assert_eq!(drain_due(&mut q, 40), ["a"]);
+        assert_eq!(q.count_due(u64::MAX), 0);
+    }
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Insert(u64),
+        Remove(usize),
+        Reschedule(usize, u64),
+        Pop,
+        Count,
+        Advance(u64),
+    }
+
+    fn op() -> impl proptest::strategy::Strategy<Value = Op> {
+        use proptest::prelude::*;
+        prop_oneof![
+            4 => (0u64..60).prop_map(Op::Insert),
+            2 => any::<usize>().prop_map(Op::Remove),
+            2 => (any::<usize>(), 0u64..60).prop_map(|(i, d)| Op::Reschedule(i, d)),
+            3 => Just(Op::Pop),
+            2 => Just(Op::Count),
+            2 => (0u64..15).prop_map(Op::Advance),
+        ]
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+
+        /// The queue against a list of `(deadline, order, key)`: pops come out earliest
+        /// deadline first, then schedule order (a reschedule goes behind); the due count, the
+        /// keys that still work, and the length agree after every step; and this holds across
+        /// a renumbering of schedule orders and a move of the id window, which the test starts
+        /// right before.
+        #[test]
+        fn the_queue_follows_a_model(ops in proptest::collection::vec(op(), 1..200)) {
+            let mut q = DeadlineQueue::new();
+            q.next_seq = DUE - 40;
+            q.next_id = WINDOW - 40;
+            let mut model: Vec<(u64, u64, Key)> = Vec::new();
+            let mut keys: Vec<Key> = Vec::new();
+            let (mut now, mut order) = (0u64, 0u64);
+            for op in ops {
+                match op {
+                    Op::Insert(offset) => {
+                        let key = q.insert(now + offset, item("x"));
+                        model.push((now + offset, order, key));
+                        keys.push(key);
+                        order += 1;
+                    }
+                    Op::Remove(i) if !keys.is_empty() => {
+                        let key = keys[i % keys.len()];
+                        let held = model.iter().position(|m| m.2 == key);
+                        proptest::prop_assert_eq!(q.remove(key).is_some(), held.is_some());
+                        if let Some(at) = held {
+                            model.remove(at);
+                        }
+                    }
+                    Op::Reschedule(i, offset) if !keys.is_empty() => {
+                        let key = keys[i % keys.len()];
+                        let held = model.iter().position(|m| m.2 == key);
+                        let moved = q.reschedule(key, now + offset);
+                        proptest::prop_assert_eq!(moved, held.is_some());
+                        if let Some(at) = held {
+                            model[at] = (now + offset, order, key);
+                            order += 1;
+                        }
+                    }
+                    Op::Pop => {
+                        let first = model
+                            .iter()
+                            .enumerate()
+                            .filter(|(_, m)| m.0 <= now)
+                            .min_by_key(|(_, m)| (m.0, m.1))
+                            .map(|(at, _)| at);
+                        let popped = q.pop_due(now);
+                        proptest::prop_assert_eq!(popped.is_some(), first.is_some());
+                        if let Some(at) = first {
+                            let (_, _, key) = model.remove(at);
+                            proptest::prop_assert!(!q.contains(key), "popped {key:?} still held");
+                        }
+                    }
+                    Op::Count => {
+                        let due = model.iter().filter(|m| m.0 <= now).count();
+                        proptest::prop_assert_eq!(q.count_due(now), due);
+                    }
+                    Op::Advance(by) => now += by,
+                    Op::Remove(_) | Op::Reschedule(..) => {}
+                }
+                proptest::prop_assert_eq!(q.len(), model.len());
+                for key in &keys {
+                    let held = model.iter().any(|m| m.2 == *key);
+                    proptest::prop_assert_eq!(q.contains(*key), held);
+                }
+                let earliest = model.iter().map(|m| m.0).min();
+                proptest::prop_assert_eq!(q.peek_deadline(), earliest);
             }
         }
     }

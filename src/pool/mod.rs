@@ -649,8 +649,9 @@ impl<T: Stamped, G: Ctx, A> Pool<T, G, A> {
         member.counters.snapshot(member.cap.running())
     }
 
-    /// The group's history at `now` (its own clock). Counting the due tasks visits only the
-    /// queue's due entries, never the tasks due later: O(due), under the pool's lock.
+    /// The group's history at `now` (its own clock). The due count is a counter the queue
+    /// keeps (`DeadlineQueue::count_due`): O(1) under the pool's lock, plus O(log n) for each
+    /// task that fell due since the group last read the clock, once in each task's life.
     pub(crate) fn group_history(&mut self, id: MemberId, now: u64) -> History {
         let member = self.member(id);
         History {
