@@ -84,6 +84,14 @@ impl CancelWatch {
         self.flag.load(Ordering::Acquire) || (!self.fast && self.token.is_cancelled())
     }
 
+    /// Whether the token is cancelled but the flag was never set: the hook was not woken. That
+    /// happens if a waker elsewhere in the token's tree panics inside tokio-util's `cancel()`,
+    /// which then stops waking the rest. Asks the token (its lock): for the slow points that
+    /// catch up (a monitor's step, `wait()`, `is_cancelled()`), not for every poll.
+    pub(crate) fn missed(&self) -> bool {
+        !self.flag.load(Ordering::Acquire) && self.token.is_cancelled()
+    }
+
     /// A registration for a runner: see [`Registration`].
     pub(crate) fn register(&self) -> Registration<'_> {
         Registration {

@@ -7,6 +7,9 @@
 //! an `i64` offset from `base` with the sign bit flipped, so deadlines before the base still
 //! sort before later ones, and `u64` comparison is time order. Offsets saturate at about
 //! ±292 years: a deadline further out than that waits for 292 years, which is the same thing.
+//! Only the paused clock gets there: once it is moved past 292 years from the base, every
+//! finite deadline is due at once (the keys have stopped moving), and only a delay of
+//! `Duration::MAX`, which is [`NEVER`], still never falls due.
 
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -36,20 +39,20 @@ impl Clock {
         ))
     }
 
-    /// The key of `at`.
+    /// The key of `at`. Never [`NEVER`]: an instant, however late, is a time that comes.
     pub(crate) fn key(&self, at: Instant) -> u64 {
         let offset = match at.checked_duration_since(self.base) {
             Some(after) => saturating_nanos(after),
             None => -saturating_nanos(self.base.duration_since(at)),
         };
-        encode(offset)
+        encode(offset).min(NEVER - 1)
     }
 
-    /// The key of tokio's now. It stops one short of the latest key, so that a task at the
-    /// latest key (a delay of `Duration::MAX`, or a deadline past the 292 years a key holds)
-    /// never falls due: it waits until it is moved or cancelled, as `Group::delay` says.
+    /// The key of tokio's now. It stays short of [`NEVER`], so that a task at it (a delay of
+    /// `Duration::MAX`) never falls due: it waits until it is moved or cancelled, as
+    /// `Group::delay` says.
     pub(crate) fn now(&self) -> u64 {
-        self.key(Instant::now()).min(NEVER - 1)
+        self.key(Instant::now())
     }
 
     /// The key of `delay` after now; never overflows.
@@ -57,7 +60,8 @@ impl Clock {
         match saturating_nanos(delay) {
             // Beyond what a key holds from any now: never, wherever now is from the base.
             i64::MAX => NEVER,
-            nanos => encode(decode(self.now()).saturating_add(nanos)),
+            // A finite delay is a time that comes, if only when the keys run out.
+            nanos => encode(decode(self.now()).saturating_add(nanos)).min(NEVER - 1),
         }
     }
 

@@ -273,7 +273,9 @@ async fn monitor(mut guard: Guard) {
     // One timer for the monitor's whole life, reset to each new earliest deadline.
     let mut sleep = pin!(sleep_until(Instant::now() + Duration::from_secs(86_400)));
     loop {
-        if shared.cancel.is_cancelled() {
+        // The token is asked too (its lock, once a step): a panicking waker elsewhere in its
+        // tree can keep the hook from hearing of a cancel (`CancelWatch::missed`).
+        if shared.cancel.is_cancelled() || shared.cancel.missed() {
             guard.armed = false;
             shared.cancel_and_drain(true);
             return;

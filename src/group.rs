@@ -1,9 +1,10 @@
 //! [`Group`] and its [`Builder`].
 
 use std::fmt;
-use std::future::Future;
+use std::future::{Future, poll_fn};
 use std::pin::pin;
 use std::sync::Arc;
+use std::task::Context;
 use std::time::Duration;
 
 use tokio::runtime::Handle;
@@ -17,7 +18,7 @@ use crate::history::History;
 use crate::limiter::Limiter;
 use crate::shared::Shared;
 use crate::stats::Stats;
-use crate::task;
+use crate::task::{self, catching};
 use crate::throttle::{Throttle, ThrottleOutcome, ThrottleState};
 
 /// A group of futures that run at or after their deadlines, at most
@@ -234,7 +235,13 @@ impl Group {
             if let Some(result) = self.shared.poll_idle() {
                 return result;
             }
-            notified.await;
+            // Through a waker that catches a panic of the caller's: tokio wakes `wait()`ers in
+            // batches, and one panicking waker would drop the rest of its batch unwoken.
+            poll_fn(|cx| {
+                let waker = catching(cx.waker());
+                notified.as_mut().poll(&mut Context::from_waker(&waker))
+            })
+            .await;
         }
     }
 
@@ -268,7 +275,7 @@ impl Group {
     /// Whether the group has been cancelled, by [`cancel`](Group::cancel) or through its token.
     #[must_use]
     pub fn is_cancelled(&self) -> bool {
-        self.shared.cancel.is_cancelled()
+        self.shared.catch_up_on_token()
     }
 
     /// The group's own token: a child of the parent given to

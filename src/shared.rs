@@ -168,6 +168,15 @@ impl Shared {
         first
     }
 
+    /// Cancels the group if its token was cancelled without the group hearing of it (see
+    /// [`CancelWatch::missed`]). Returns whether the group is cancelled.
+    pub(crate) fn catch_up_on_token(&self) -> bool {
+        if self.cancel.missed() {
+            self.cancel_and_drain(false);
+        }
+        self.cancel.is_cancelled()
+    }
+
     /// Drops futures drained for cancellation and moves them from pending to cancelled.
     fn drop_cancelled(&self, tasks: Drained<BoxTask>) {
         let count = tasks.len() as u64;
@@ -203,6 +212,7 @@ impl Shared {
 
     /// `Some(result)` once the group is idle; `None` while tasks remain.
     pub(crate) fn poll_idle(&self) -> Option<Result<(), WaitError>> {
+        self.catch_up_on_token();
         let stats = self.stats();
         if stats.pending > 0 || stats.running > 0 {
             return None;

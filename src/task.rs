@@ -5,7 +5,8 @@ use std::any::Any;
 use std::future::Future;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::sync::Arc;
+use std::task::{Context, Poll, Wake, Waker};
 
 use crate::queue::{Stamp, Stamped};
 
@@ -109,10 +110,30 @@ fn drop_payload(payload: Box<dyn Any + Send>) {
 /// Wakes someone through `wake`, which may call a user's waker (an `acquire()`, a `wait()` or
 /// a `cancelled()` polled by another executor): a waker that panics is that executor's bug,
 /// and must not cut short the bookkeeping around the call. The panic is caught (the panic
-/// hook has reported it) and dropped; everyone else is still woken.
+/// hook has reported it) and dropped. (A batch wake, `notify_waiters`, would still drop the
+/// rest of its batch at a panicking waker: `wait()` registers through [`catching`] for that.)
 pub(crate) fn wake_catching(wake: impl FnOnce()) {
     if let Err(payload) = catch_unwind(AssertUnwindSafe(wake)) {
         drop_payload(payload);
+    }
+}
+
+/// A waker that wakes `waker` inside `catch_unwind`: for futures the crate polls on a caller's
+/// behalf and that tokio may wake in a batch with others' (`Notify::notify_waiters`), so that a
+/// caller whose waker panics cannot keep the rest of the batch from being woken.
+pub(crate) fn catching(waker: &Waker) -> Waker {
+    Waker::from(Arc::new(Catching(waker.clone())))
+}
+
+struct Catching(Waker);
+
+impl Wake for Catching {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        wake_catching(|| self.0.wake_by_ref());
     }
 }
 
