@@ -55,13 +55,14 @@ use std::time::Duration;
 use tokio::time::{Instant, sleep_until};
 
 use crate::clock::Clock;
-use crate::pool::{Action, Step, Wake};
+use crate::id::{self, TaskId};
+use crate::pool::{Action, Started, Step, Wake};
 use crate::shared::{Domain, Effects, Shared, lock};
 use crate::task::{BoxTask, Outcome, drop_catching, poll_catching, wake_catching};
 
 /// A spawn to carry out: a runner for a task that holds its slots, or a monitor.
 enum Spawn {
-    Runner(Arc<Shared>, BoxTask),
+    Runner(Arc<Shared>, Started<BoxTask>),
     Monitor(Arc<Shared>),
 }
 
@@ -316,8 +317,8 @@ async fn monitor(mut guard: Guard) {
 
 struct Runner {
     shared: Arc<Shared>,
-    /// The task being run. `Some` except between tasks.
-    task: Option<BoxTask>,
+    /// The task being run, with its id. `Some` except between tasks.
+    task: Option<Started<BoxTask>>,
 }
 
 impl Runner {
@@ -333,20 +334,25 @@ impl Runner {
                 if shared.cancel.is_cancelled() {
                     return Poll::Ready(Outcome::Cancelled);
                 }
-                let task = self
+                let started = self
                     .task
                     .as_mut()
                     .expect("a runner always holds a task here");
-                match poll_catching(task, cx) {
+                // `task_id()` inside the task.
+                let _entered = id::enter(TaskId::new(started.id));
+                match poll_catching(&mut started.task, cx) {
                     Ok(Poll::Ready(())) => Poll::Ready(Outcome::Completed),
                     Ok(Poll::Pending) => Poll::Pending,
                     Err(()) => Poll::Ready(Outcome::Panicked),
                 }
             })
             .await;
-            let outcome = end(self.task.take(), outcome);
+            let started = self.task.take().expect("a runner always holds a task here");
+            let outcome = end(started.task, outcome);
             let now = shared.clock.now();
-            let mut fx = shared.lock().finish(shared.id, outcome, Some(now), now);
+            let mut fx = shared
+                .lock()
+                .finish(shared.id, started.id, outcome, Some(now), now);
             // The slots went to this group's next task: run it here.
             let next = fx.starts.take_first();
             apply(&shared, fx);
@@ -363,7 +369,7 @@ impl Runner {
 }
 
 /// Drops a finished task's future; a panic in its `Drop` makes a completed task a panicked one.
-fn end(task: Option<BoxTask>, outcome: Outcome) -> Outcome {
+fn end(task: BoxTask, outcome: Outcome) -> Outcome {
     match (drop_catching(task), outcome) {
         (false, Outcome::Completed) => Outcome::Panicked,
         (_, outcome) => outcome,
@@ -377,11 +383,14 @@ impl Drop for Runner {
     /// rather than started and dropped again for ever; then the task is cancelled and its
     /// slots handed on.
     fn drop(&mut self) {
-        if let Some(task) = self.task.take() {
+        if let Some(started) = self.task.take() {
             self.shared.cancel_and_drain(false);
-            let outcome = end(Some(task), Outcome::Cancelled);
+            let outcome = end(started.task, Outcome::Cancelled);
             let at = self.shared.at();
-            let fx = self.shared.lock().finish(self.shared.id, outcome, None, at);
+            let fx = self
+                .shared
+                .lock()
+                .finish(self.shared.id, started.id, outcome, None, at);
             apply(&self.shared, fx);
         }
     }

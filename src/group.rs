@@ -133,7 +133,8 @@ impl Group {
     /// ```
     pub fn delay<F>(&self, delay: Duration, future: F) -> TaskHandle
     where
-        F: Future<Output = ()> + Send + 'static,
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
     {
         let deadline = self.shared.clock.after(delay);
         self.schedule_key(deadline, future)
@@ -145,6 +146,10 @@ impl Group {
     /// The returned [`TaskHandle`] can cancel or move the task while it is pending; dropping
     /// it changes nothing. If the group is cancelled, `future` is dropped before this returns
     /// and counted as cancelled.
+    ///
+    /// The future may have any output; it is dropped when the task ends (a task that returns
+    /// `Err` still counts as completed: it returned). Handing outputs back to the requester is
+    /// not built yet.
     ///
     /// # Examples
     ///
@@ -166,7 +171,8 @@ impl Group {
     /// ```
     pub fn schedule<F>(&self, deadline: impl Into<Instant>, future: F) -> TaskHandle
     where
-        F: Future<Output = ()> + Send + 'static,
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
     {
         let deadline = self.shared.clock.key(deadline.into());
         self.schedule_key(deadline, future)
@@ -174,7 +180,8 @@ impl Group {
 
     fn schedule_key<F>(&self, deadline: u64, future: F) -> TaskHandle
     where
-        F: Future<Output = ()> + Send + 'static,
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
     {
         let key = self.shared.schedule(deadline, task::boxed(future));
         TaskHandle::new(self.shared.clone(), key)
@@ -374,6 +381,35 @@ impl Group {
     #[must_use]
     pub fn history(&self) -> History {
         self.shared.history()
+    }
+
+    /// The earliest deadline among the group's pending tasks (those not started yet), or
+    /// `None` if none is pending. A task delayed by `Duration::MAX` reports an instant beyond
+    /// any timer (it never falls due).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// use schedgroup::Group;
+    /// use std::time::Duration;
+    /// use tokio::time::Instant;
+    ///
+    /// let group = Group::new();
+    /// assert_eq!(group.next_deadline(), None);
+    /// let soon = Instant::now() + Duration::from_secs(1);
+    /// group.schedule(soon + Duration::from_secs(1), async {});
+    /// let first = group.schedule(soon, async {});
+    /// assert_eq!(group.next_deadline(), Some(soon));
+    /// first.cancel();
+    /// assert_eq!(group.next_deadline(), Some(soon + Duration::from_secs(1)));
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn next_deadline(&self) -> Option<Instant> {
+        let key = self.shared.next_deadline()?;
+        Some(self.shared.clock.instant(key))
     }
 
     /// A consistent snapshot of the group's counters.

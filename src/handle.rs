@@ -5,8 +5,10 @@ use std::sync::Arc;
 
 use tokio::time::Instant;
 
-use crate::queue::Key;
+use crate::id::TaskId;
+use crate::queue::{DeadlineQueue, Key};
 use crate::shared::Shared;
+use crate::task::BoxTask;
 
 /// A handle to one task of a [`Group`](crate::Group), returned by
 /// [`Group::delay`](crate::Group::delay) and [`Group::schedule`](crate::Group::schedule).
@@ -51,6 +53,16 @@ impl TaskHandle {
         Self { shared, key }
     }
 
+    /// The task's id, unique within its group; inside the task, [`task_id`](crate::task_id)
+    /// returns the same.
+    ///
+    /// A task scheduled into a group that was already cancelled never entered it, and has an
+    /// id no other task of the group has either.
+    #[must_use]
+    pub fn id(&self) -> TaskId {
+        TaskId::new(DeadlineQueue::<BoxTask>::id(self.key))
+    }
+
     /// Cancels the task if it has not started: its future is dropped before this returns.
     ///
     /// Returns `true` if the task was pending and now never runs; `false` if it had already
@@ -81,6 +93,7 @@ impl fmt::Debug for TaskHandle {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("TaskHandle")
             .field("group", &self.shared.name)
+            .field("id", &self.id())
             .field("pending", &self.is_pending())
             .finish()
     }

@@ -47,7 +47,7 @@
 //! | you would write | what it costs per pending task | what a `Group` adds |
 //! |---|---|---|
 //! | `tokio::spawn(async { sleep(d).await; work().await })` | a tokio task and a timer entry, polled once when it fires | one task and one timer per group; a cap that keeps due work queued instead of parked on a semaphore; `wait()`; cancel and reschedule by handle |
-//! | a [`JoinSet`] of sleeping futures | the same, plus the set's bookkeeping | the same; results are not collected (a task is `Future<Output = ()>`) |
+//! | a [`JoinSet`] of sleeping futures | the same, plus the set's bookkeeping | the same; results are not collected (a task's output is dropped when it ends) |
 //! | [`TaskTracker`] + spawn + sleep | the same | the same; `wait()` also says whether tasks panicked or the group was cancelled |
 //! | one task driving a [`DelayQueue`] and spawning what expires | a queue entry; you write the driver loop, the cap and the shutdown | the driver, the cap, cancellation, `wait()`, handles that can never name the wrong entry |
 //!
@@ -197,6 +197,7 @@ mod error;
 mod group;
 mod handle;
 mod history;
+mod id;
 mod limit;
 mod limiter;
 mod ops;
@@ -211,6 +212,7 @@ pub use crate::error::WaitError;
 pub use crate::group::{Builder, Group};
 pub use crate::handle::TaskHandle;
 pub use crate::history::{History, Window};
+pub use crate::id::{TaskId, task_id};
 pub use crate::limiter::{Limiter, LimiterPermit};
 pub use crate::stats::Stats;
 pub use crate::throttle::{Throttle, ThrottleOutcome};

@@ -25,9 +25,9 @@ impl Shared {
                 }
                 key
             }
-            Err(task) => {
+            Err((key, task)) => {
                 self.reject(task);
-                Key::DETACHED
+                key
             }
         }
     }

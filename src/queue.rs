@@ -85,11 +85,6 @@ pub(crate) struct Key {
     slot: u32,
 }
 
-impl Key {
-    /// A key that names nothing, for a task that never entered the queue.
-    pub(crate) const DETACHED: Key = Key { id: 0, slot: NIL };
-}
-
 /// What a value stores about itself for the queue: the low 32 bits of its id, and its current
 /// position in schedule order with, in the top bit, whether it is due ([`DUE`]).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -324,8 +319,9 @@ impl<T: Stamped> DeadlineQueue<T> {
             .map(|entry| entry.deadline)
     }
 
-    /// Removes and returns the earliest value if its deadline is at or before `now`.
-    pub(crate) fn pop_due(&mut self, now: u64) -> Option<T> {
+    /// Removes and returns the earliest value, with its id, if its deadline is at or before
+    /// `now`.
+    pub(crate) fn pop_due(&mut self, now: u64) -> Option<(u64, T)> {
         // No `advance`: the earliest value is one of the two tops, and moving every due entry
         // across would cost a burst two heap operations per task, all under one lock.
         self.discard_stale_tops();
@@ -339,7 +335,25 @@ impl<T: Stamped> DeadlineQueue<T> {
         } else {
             self.later.pop();
         }
-        Some(self.vacate(slot))
+        let Slot::Occupied(value) = &self.slots[slot as usize] else {
+            unreachable!("a live entry points at an occupied slot");
+        };
+        let id = self.id_of(slot, value);
+        Some((id, self.vacate(slot)))
+    }
+
+    /// A key that names no value, with an id no value of this queue ever has: for a value that
+    /// was refused rather than inserted.
+    pub(crate) fn detached_key(&mut self) -> Key {
+        Key {
+            id: self.take_id(),
+            slot: NIL,
+        }
+    }
+
+    /// The id a [`Key`] names (whether or not its value is still in the queue).
+    pub(crate) fn id(key: Key) -> u64 {
+        key.id
     }
 
     /// How many values are due at `now` (or at the latest `now` it was asked with, if that is
@@ -708,7 +722,7 @@ mod tests {
     }
 
     fn drain_due(q: &mut DeadlineQueue<Item>, now: u64) -> Vec<&'static str> {
-        std::iter::from_fn(|| q.pop_due(now).map(|i| i.name)).collect()
+        std::iter::from_fn(|| q.pop_due(now).map(|(_, i)| i.name)).collect()
     }
 
     #[test]
@@ -1068,6 +1082,8 @@ mod tests {
                         proptest::prop_assert_eq!(popped.is_some(), first.is_some());
                         if let Some(at) = first {
                             let (_, _, key) = model.remove(at);
+                            let (id, _) = popped.expect("checked above");
+                            proptest::prop_assert_eq!(id, DeadlineQueue::<Item>::id(key));
                             proptest::prop_assert!(!q.contains(key), "popped {key:?} still held");
                         }
                     }

@@ -35,6 +35,7 @@ use crate::cancel::{self, CancelWatch, Watched};
 use crate::clock::Clock;
 use crate::error::WaitError;
 use crate::history::History;
+use crate::id::TaskId;
 use crate::pool::{Fx, MemberId, Pool, Wake};
 use crate::queue::{Drained, Key};
 use crate::stats::Stats;
@@ -206,6 +207,11 @@ impl Shared {
         self.lock().group_history(self.id, now)
     }
 
+    /// The earliest deadline among the pending tasks, as a deadline key.
+    pub(crate) fn next_deadline(&self) -> Option<u64> {
+        self.lock().next_deadline(self.id)
+    }
+
     pub(crate) fn stats(&self) -> Stats {
         self.lock().stats(self.id)
     }
@@ -218,7 +224,9 @@ impl Shared {
             return None;
         }
         let cancelled = self.cancel.is_cancelled();
-        Some(WaitError::new(cancelled, stats.panicked).map_or(Ok(()), Err))
+        let (panicked, ids) = self.lock().take_panics(self.id);
+        let ids = ids.into_iter().map(TaskId::new).collect();
+        Some(WaitError::new(cancelled, panicked, ids).map_or(Ok(()), Err))
     }
 
     pub(crate) fn idle_notify(&self) -> &Notify {

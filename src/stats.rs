@@ -55,6 +55,9 @@ pub struct Stats {
     pub panicked: u64,
 }
 
+/// How many ids of unreported panics a group keeps for `wait()`'s error.
+pub(crate) const PANIC_IDS: usize = 8;
+
 /// The counters the group keeps. `running` lives in the cap, which owns it.
 #[derive(Debug, Default)]
 pub(crate) struct Counters {
@@ -63,15 +66,33 @@ pub(crate) struct Counters {
     pub(crate) completed: u64,
     pub(crate) cancelled: u64,
     pub(crate) panicked: u64,
+    /// Panics no `wait()` has reported yet.
+    unreported: u64,
+    /// The ids of the first [`PANIC_IDS`] of them, in the order they ended.
+    unreported_ids: Vec<u64>,
 }
 
 impl Counters {
-    pub(crate) fn record(&mut self, outcome: Outcome) {
+    /// Task `task` ended with `outcome`.
+    pub(crate) fn record(&mut self, task: u64, outcome: Outcome) {
         match outcome {
             Outcome::Completed => self.completed += 1,
-            Outcome::Panicked => self.panicked += 1,
+            Outcome::Panicked => {
+                self.panicked += 1;
+                self.unreported += 1;
+                if self.unreported_ids.len() < PANIC_IDS {
+                    self.unreported_ids.push(task);
+                }
+            }
             Outcome::Cancelled => self.cancelled += 1,
         }
+    }
+
+    /// The panics not reported yet, and the first ids among them; from now on they count as
+    /// reported.
+    pub(crate) fn take_panics(&mut self) -> (u64, Vec<u64>) {
+        let count = std::mem::take(&mut self.unreported);
+        (count, std::mem::take(&mut self.unreported_ids))
     }
 
     pub(crate) fn snapshot(&self, running: usize) -> Stats {

@@ -28,9 +28,11 @@ pub(crate) trait Task: Send {
     fn set_stamp(self: Pin<&mut Self>, stamp: Stamp);
 }
 
-impl<F: Future<Output = ()> + Send> Task for TaskCell<F> {
+impl<F: Future + Send> Task for TaskCell<F> {
+    /// Polls the future; its output, if any, is dropped here, inside the runner's
+    /// `catch_unwind` (a panicking `Drop` of the output makes the task a panicked one).
     fn poll_task(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        self.project().future.poll(cx)
+        self.project().future.poll(cx).map(drop)
     }
 
     fn stamp(&self) -> Stamp {
@@ -48,7 +50,7 @@ pub(crate) type BoxTask = Pin<Box<dyn Task>>;
 /// Boxes `future` for the queue.
 pub(crate) fn boxed<F>(future: F) -> BoxTask
 where
-    F: Future<Output = ()> + Send + 'static,
+    F: Future + Send + 'static,
 {
     Box::pin(TaskCell {
         stamp: Stamp::default(),

@@ -167,15 +167,31 @@ fn a_group_built_on_one_runtime_is_used_from_another() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn panics_are_reported_by_every_later_wait() {
+async fn each_panic_is_reported_once_with_its_task_id() {
     let group = Group::new();
-    group.delay(ms(1), async { panic!("once") });
-    assert_eq!(bounded(group.wait()).await.unwrap_err().panicked(), 1);
+    let first = group.delay(ms(1), async { panic!("once") });
+    let err = bounded(group.wait()).await.unwrap_err();
+    assert_eq!((err.panicked(), err.panicked_ids()), (1, &[first.id()][..]));
+    // The next round reports only its own panics.
     group.delay(ms(1), async {});
+    bounded(group.wait())
+        .await
+        .expect("the panic was reported once");
+    let ids: Vec<_> = (0..10)
+        .map(|n| group.delay(ms(n), async { panic!("again") }).id())
+        .collect();
+    let err = bounded(group.wait()).await.unwrap_err();
+    assert_eq!(err.panicked(), 10);
     assert_eq!(
-        bounded(group.wait()).await.unwrap_err().panicked(),
-        1,
-        "totals, as documented"
+        err.panicked_ids(),
+        &ids[..8],
+        "the first eight, in the order they ended"
     );
+    assert!(err.to_string().ends_with(", ...)"), "{err}");
+    assert_eq!(group.stats().panicked, 11, "stats keep the lifetime total");
+    // Cancellation is still reported by every wait(), as a state, not an event.
+    group.cancel();
+    assert!(bounded(group.wait()).await.unwrap_err().is_cancelled());
+    assert!(bounded(group.wait()).await.unwrap_err().is_cancelled());
     settle().await;
 }

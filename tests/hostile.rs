@@ -530,7 +530,7 @@ fn a_runtime_in_a_thread_local_dropped_at_thread_exit_with_groups_in_line_does_n
                     let mut groups = Vec::new();
                     for _ in 0..count {
                         let g = limited(1, &l);
-                        g.delay(Duration::ZERO, std::future::pending());
+                        g.delay(Duration::ZERO, std::future::pending::<()>());
                         groups.push(g);
                     }
                     for _ in 0..1000 {

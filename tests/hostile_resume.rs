@@ -125,7 +125,7 @@ fn permits_in_futures_dropped_by_a_shutdown_mid_burst_hand_everything_on() {
                 });
             }
             for _ in 300..900 {
-                a.delay(Duration::ZERO, std::future::pending());
+                a.delay(Duration::ZERO, std::future::pending::<()>());
             }
             a_rt.block_on(async {
                 tokio::time::sleep(ms(2)).await;
@@ -341,7 +341,7 @@ fn acquirers_behind_a_stalled_burst_dropped_around_their_grant_leak_nothing() {
             let a_rt = current();
             let a = on(&a_rt, usize::MAX, &limiter);
             for _ in 0..600 {
-                a.delay(Duration::ZERO, std::future::pending());
+                a.delay(Duration::ZERO, std::future::pending::<()>());
             }
             a_rt.block_on(async { tokio::time::sleep(ms(2)).await });
             assert_eq!(limiter.waiting(), 1);

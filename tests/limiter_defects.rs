@@ -380,13 +380,13 @@ fn drop_a_runtime_with_groups_in_line(count: usize) {
     let limiter = Limiter::new(1);
     let groups = runtime.block_on(async {
         let first = group(1, &limiter);
-        first.delay(Duration::ZERO, std::future::pending());
+        first.delay(Duration::ZERO, std::future::pending::<()>());
         settle().await;
         assert_eq!(limiter.running(), 1);
         let mut groups = vec![first];
         for _ in 1..count {
             let g = group(1, &limiter);
-            g.delay(Duration::ZERO, std::future::pending());
+            g.delay(Duration::ZERO, std::future::pending::<()>());
             groups.push(g);
         }
         for _ in 0..1000 {

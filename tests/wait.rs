@@ -90,17 +90,23 @@ async fn work_scheduled_after_wait_returned_is_covered_by_a_later_wait() {
 #[tokio::test(start_paused = true)]
 async fn wait_reports_how_many_tasks_panicked() {
     let group = Group::new();
-    group.delay(ms(1), async { panic!("first") });
+    let first = group.delay(ms(1), async { panic!("first") }).id();
     group.delay(ms(2), async {});
-    group.delay(ms(3), async {
-        tokio::task::yield_now().await;
-        panic!("second, after an await")
-    });
+    let second = group
+        .delay(ms(3), async {
+            tokio::task::yield_now().await;
+            panic!("second, after an await")
+        })
+        .id();
     let err = bounded(group.wait()).await.unwrap_err();
     assert!(err.is_panicked());
     assert!(!err.is_cancelled());
     assert_eq!(err.panicked(), 2);
-    assert_eq!(err.to_string(), "2 tasks panicked");
+    assert_eq!(err.panicked_ids(), [first, second]);
+    assert_eq!(
+        err.to_string(),
+        format!("2 tasks panicked (tasks {first}, {second})")
+    );
     let stats = group.stats();
     assert_eq!((stats.completed, stats.panicked), (1, 2));
 }

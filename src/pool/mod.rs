@@ -169,11 +169,18 @@ impl<T> Starts<T> {
     }
 }
 
+/// A task taken out of its queue to run, with its id in the group.
+#[derive(Debug)]
+pub(crate) struct Started<T> {
+    pub(crate) id: u64,
+    pub(crate) task: T,
+}
+
 /// An effect on a member other than the caller.
 #[derive(Debug)]
 pub(crate) enum Action<T> {
     /// Run this task: it already holds a slot of its member and of the pool.
-    Start(T),
+    Start(Started<T>),
     /// Wake or spawn the member's monitor.
     Wake(Wake),
 }
@@ -186,7 +193,7 @@ pub(crate) struct Effects<T, G, A> {
     /// The caller's monitor.
     pub(crate) wake: Wake,
     /// Tasks of the caller's group to run, each holding its slots.
-    pub(crate) starts: Starts<T>,
+    pub(crate) starts: Starts<Started<T>>,
     /// The caller's group became idle: announce it.
     pub(crate) idle: bool,
     /// Effects on other members, with their handles.
@@ -246,6 +253,10 @@ pub(crate) type Fx<T, G, A> = Effects<T, <G as Ctx>::Strong, A>;
 /// for later, a cancel) nothing to build, move or carry out.
 pub(crate) type MaybeFx<T, G, A> = Option<Fx<T, G, A>>;
 
+/// What [`Pool::schedule`] returns: the task's key and the effects, or, if the group is
+/// cancelled, a key that names nothing and the task back.
+pub(crate) type Scheduled<T, G, A> = Result<(Key, MaybeFx<T, G, A>), (Key, T)>;
+
 /// Who waits in line.
 #[derive(Debug)]
 enum Waiter<A> {
@@ -301,6 +312,26 @@ impl<T: Stamped, G> Member<T, G> {
                 Monitor::Parked { until } => until <= deadline,
                 Monitor::Stopped => false,
             }
+    }
+
+    /// Whether moving a pending task to `deadline` changes nothing. Unlike an insert, a move
+    /// can take the head away from under the monitor's timer (or from being due, exposing a
+    /// later head that needs a timer), so the timer is checked against the head after the
+    /// move: the group waits in no line, the task moved to a time not due yet, and the
+    /// monitor is awake, or the head is still due (it was before: a move to later cannot make
+    /// one), or the timer is at or before the head.
+    fn is_quiet_after_move(&mut self, deadline: u64) -> bool {
+        if self.place.is_some() || deadline <= self.frontier {
+            return false;
+        }
+        match self.monitor {
+            Monitor::Active => true,
+            Monitor::Stopped => false,
+            Monitor::Parked { until } => match self.queue.peek_deadline() {
+                Some(head) => head <= self.frontier || until <= head,
+                None => false,
+            },
+        }
     }
 
     fn is_idle(&self) -> bool {
@@ -440,9 +471,10 @@ impl<T: Stamped, G: Ctx, A> Pool<T, G, A> {
     }
 
     /// Adds `task` at `deadline`, with the effects to carry out (`None`: nothing to do, the
-    /// common case). `Err(task)` if the group is cancelled (here, or by the
-    /// caller's flag, which is set before the pool hears of it): the task is counted as pending
-    /// until the caller has dropped it and called [`settle_cancelled`](Pool::settle_cancelled).
+    /// common case). `Err((key, task))` if the group is cancelled (here, or by the caller's
+    /// flag, which is set before the pool hears of it): the key names nothing but has an id of
+    /// its own, and the task is counted as pending until the caller has dropped it and called
+    /// [`settle_cancelled`](Pool::settle_cancelled).
     pub(crate) fn schedule(
         &mut self,
         id: MemberId,
@@ -450,12 +482,12 @@ impl<T: Stamped, G: Ctx, A> Pool<T, G, A> {
         task: T,
         cancelled: bool,
         at: u64,
-    ) -> Result<(Key, MaybeFx<T, G, A>), T> {
+    ) -> Scheduled<T, G, A> {
         let member = self.member(id);
         member.counters.scheduled += 1;
         member.counters.pending += 1;
         if member.cancelled || cancelled {
-            return Err(task);
+            return Err((member.queue.detached_key(), task));
         }
         let key = member.queue.insert(deadline, task);
         if member.is_quiet_after(deadline) {
@@ -504,7 +536,7 @@ impl<T: Stamped, G: Ctx, A> Pool<T, G, A> {
         if !member.queue.reschedule(key, deadline) {
             return None;
         }
-        if member.is_quiet_after(deadline) {
+        if member.is_quiet_after_move(deadline) {
             return Some(None);
         }
         Some(Some(self.settle(id, Some(id), at, ONE)))
@@ -590,6 +622,7 @@ impl<T: Stamped, G: Ctx, A> Pool<T, G, A> {
     pub(crate) fn finish(
         &mut self,
         id: MemberId,
+        task: u64,
         outcome: Outcome,
         now: Option<u64>,
         at: u64,
@@ -598,7 +631,7 @@ impl<T: Stamped, G: Ctx, A> Pool<T, G, A> {
         if let Some(now) = now {
             member.frontier = member.frontier.max(now);
         }
-        member.counters.record(outcome);
+        member.counters.record(task, outcome);
         member.cap.release();
         member.activity.finish(member.frontier);
         self.free(at);
@@ -642,6 +675,17 @@ impl<T: Stamped, G: Ctx, A> Pool<T, G, A> {
 
     pub(crate) fn group_limit(&mut self, id: MemberId) -> usize {
         self.member(id).cap.limit()
+    }
+
+    /// The earliest deadline among the group's pending tasks.
+    pub(crate) fn next_deadline(&mut self, id: MemberId) -> Option<u64> {
+        self.member(id).queue.peek_deadline()
+    }
+
+    /// The panics not reported yet, which count as reported from now on: how many, and the
+    /// ids of the first few (see [`Counters`]).
+    pub(crate) fn take_panics(&mut self, id: MemberId) -> (u64, Vec<u64>) {
+        self.member(id).counters.take_panics()
     }
 
     pub(crate) fn stats(&mut self, id: MemberId) -> Stats {
@@ -765,10 +809,11 @@ impl<T: Stamped, G: Ctx, A> Pool<T, G, A> {
                     .expect("a group with queued tasks is alive"),
             )
         };
-        let task = member
+        let (id, task) = member
             .queue
             .pop_due(member.frontier)
             .expect("a member that wants a slot has a due task");
+        let task = Started { id, task };
         member.cap.acquire();
         member.counters.pending -= 1;
         member.activity.start(member.frontier);

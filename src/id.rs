@@ -1,0 +1,84 @@
+//! [`TaskId`]: what names a task of a group, and [`task_id`]: the id of the task being run.
+
+use std::cell::Cell;
+use std::fmt;
+
+/// Names one task of a [`Group`](crate::Group), from [`TaskHandle::id`](crate::TaskHandle::id),
+/// from [`task_id`] inside the task, and in [`WaitError::panicked_ids`](crate::WaitError).
+///
+/// Ids are unique within their group for its whole life: a group never hands out the same id
+/// twice, whatever happened to the task that had it. Tasks of *different* groups may have the
+/// same id, so a map that mixes groups should key by the group too. Ids of one group grow in
+/// the order its tasks were scheduled.
+///
+/// # Examples
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+/// # async fn main() {
+/// use schedgroup::{Group, task_id};
+/// use std::time::Duration;
+///
+/// let group = Group::new();
+/// let (tx, rx) = tokio::sync::oneshot::channel();
+/// let handle = group.delay(Duration::from_secs(1), async move {
+///     tx.send(task_id()).ok();
+/// });
+/// group.wait().await.unwrap();
+/// assert_eq!(rx.await.unwrap(), Some(handle.id()));
+/// assert_eq!(task_id(), None, "not inside a group's task");
+/// # }
+/// ```
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TaskId(u64);
+
+impl TaskId {
+    pub(crate) fn new(id: u64) -> Self {
+        Self(id)
+    }
+}
+
+impl fmt::Debug for TaskId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "TaskId({})", self.0)
+    }
+}
+
+impl fmt::Display for TaskId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.0, f)
+    }
+}
+
+thread_local! {
+    /// The task a runner is polling on this thread.
+    static CURRENT: Cell<Option<TaskId>> = const { Cell::new(None) };
+}
+
+/// The id of the group task being polled on this thread: `Some` inside a task's future (and
+/// anything it polls itself), `None` anywhere else, including inside a tokio task the group's
+/// task spawned.
+#[must_use]
+pub fn task_id() -> Option<TaskId> {
+    CURRENT.try_with(Cell::get).ok().flatten()
+}
+
+/// Marks `id` as the task being polled until the guard is dropped.
+pub(crate) fn enter(id: TaskId) -> Entered {
+    let previous = CURRENT
+        .try_with(|current| current.replace(Some(id)))
+        .ok()
+        .flatten();
+    Entered { previous }
+}
+
+/// Restores the task that was being polled before, if any.
+pub(crate) struct Entered {
+    previous: Option<TaskId>,
+}
+
+impl Drop for Entered {
+    fn drop(&mut self) {
+        let _ = CURRENT.try_with(|current| current.set(self.previous));
+    }
+}
