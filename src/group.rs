@@ -322,6 +322,10 @@ impl Group {
 
     /// Same as [`set_max_concurrent`](Group::set_max_concurrent), under the name
     /// [`Limiter::set_limit`](crate::Limiter::set_limit) uses.
+    ///
+    /// Deprecated: a group's cap has one name, the [`Builder`]'s (`max_concurrent`). This
+    /// method still works, and will be removed in a later 0.x release.
+    #[deprecated(since = "0.2.0", note = "use `Group::set_max_concurrent`")]
     pub fn set_limit(&self, limit: usize) -> bool {
         self.set_max_concurrent(limit)
     }
@@ -362,6 +366,10 @@ impl Group {
 
     /// Same as [`max_concurrent`](Group::max_concurrent), under the name
     /// [`Limiter::limit`](crate::Limiter::limit) uses.
+    ///
+    /// Deprecated: a group's cap has one name, the [`Builder`]'s (`max_concurrent`). This
+    /// method still works, and will be removed in a later 0.x release.
+    #[deprecated(since = "0.2.0", note = "use `Group::max_concurrent`")]
     #[must_use]
     pub fn limit(&self) -> usize {
         self.max_concurrent()

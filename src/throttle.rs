@@ -14,7 +14,7 @@ use crate::clock::far_future;
 /// Down subtracts `step_down` but never goes below `floor`; up adds `step_up` but never goes
 /// above `ceiling` (by default the limit when the throttle was set). A change requested less
 /// than `hold` after the last change a throttle call *applied* is refused; a manual
-/// `set_limit` does not start a hold.
+/// `set_limit` (or `Group::set_max_concurrent`) does not start a hold.
 ///
 /// # Examples
 ///
