@@ -341,6 +341,9 @@ impl Group {
     /// Steps the group's own cap down as the throttle allows; running tasks are not aborted.
     /// See [`Throttle`].
     ///
+    /// A group without a cap (the default, `max_concurrent() == usize::MAX`) has nothing to
+    /// step from: the call is refused with [`ThrottleOutcome::Uncapped`] and changes nothing.
+    ///
     /// # Examples
     ///
     /// ```
@@ -352,6 +355,10 @@ impl Group {
     /// assert_eq!(group.throttle_down(), ThrottleOutcome::Applied { from: 8, to: 6 });
     /// assert!(!group.throttle_up().is_applied(), "held for 30 s by default");
     /// assert_eq!(group.max_concurrent(), 6);
+    ///
+    /// let uncapped = Group::new();
+    /// assert_eq!(uncapped.throttle_down(), ThrottleOutcome::Uncapped);
+    /// assert_eq!(uncapped.max_concurrent(), usize::MAX);
     /// # }
     /// ```
     pub fn throttle_down(&self) -> ThrottleOutcome {
@@ -359,7 +366,7 @@ impl Group {
     }
 
     /// Steps the group's own cap up as the throttle allows; waiting due tasks start at once.
-    /// See [`Throttle`].
+    /// See [`Throttle`]. A group without a cap is refused with [`ThrottleOutcome::Uncapped`].
     pub fn throttle_up(&self) -> ThrottleOutcome {
         self.shared.throttle(ThrottleState::up)
     }
