@@ -79,3 +79,61 @@ async fn throttling_a_limiter_of_usize_max_is_refused_as_uncapped_and_changes_no
     );
     assert_eq!(limiter.limit(), 2);
 }
+
+/// A group's `Window` uses `completed`, `panicked` and `cancelled` as `Stats` does, `ended` for
+/// all three, and counts only tasks that started; a limiter's window counts slots `freed`.
+#[tokio::test(start_paused = true)]
+async fn window_completed_panicked_cancelled_mean_what_stats_say_and_ended_is_their_sum() {
+    let limiter = Limiter::new(8);
+    let group = Group::builder().limiter(&limiter).build();
+    for _ in 0..3 {
+        group.delay(Duration::ZERO, async {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        });
+    }
+    group.delay(Duration::ZERO, async {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        panic!("on purpose: counts as panicked");
+    });
+    // Cancelled before it starts: Stats counts it, no window does (it never ran).
+    group.delay(Duration::from_secs(60), async {}).cancel();
+    // Running when the group is cancelled at 5 s: cancelled while running.
+    group.delay(Duration::ZERO, async {
+        tokio::time::sleep(Duration::from_secs(3_600)).await;
+    });
+    let permit = limiter.try_acquire().expect("a free slot");
+    drop(permit);
+
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert!(group.cancel());
+    let err = bounded(group.wait()).await.unwrap_err();
+    assert!(err.is_cancelled());
+
+    let stats = group.stats();
+    assert_eq!(
+        (stats.completed, stats.panicked, stats.cancelled),
+        (3, 1, 2)
+    );
+    for w in group.history().windows {
+        assert_eq!(w.started, 5, "{:?}", w.span);
+        assert_eq!(
+            (w.completed, w.panicked, w.cancelled),
+            (stats.completed, stats.panicked, stats.cancelled - 1),
+            "the same words as Stats, less the task cancelled before it started: {w:?}"
+        );
+        assert_eq!(w.ended, w.completed + w.panicked + w.cancelled, "{w:?}");
+        assert_eq!(w.freed, w.ended, "{w:?}");
+    }
+    for w in limiter.history().windows {
+        assert_eq!(
+            (w.started, w.freed),
+            (6, 6),
+            "five tasks and a permit took and freed a slot: {w:?}"
+        );
+        assert_eq!(
+            (w.ended, w.completed, w.panicked, w.cancelled),
+            (0, 0, 0, 0),
+            "a limiter counts slots, not tasks: {w:?}"
+        );
+    }
+}
