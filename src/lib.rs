@@ -214,3 +214,9 @@ pub use crate::history::{History, Window};
 pub use crate::limiter::{Limiter, LimiterPermit};
 pub use crate::stats::Stats;
 pub use crate::throttle::{Throttle, ThrottleOutcome};
+
+/// The README's code blocks, run as doc tests so they keep compiling and keep saying what
+/// holds.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
