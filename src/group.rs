@@ -329,6 +329,10 @@ impl Group {
 
     /// Same as [`set_max_concurrent`](Group::set_max_concurrent), under the name
     /// [`Limiter::set_limit`](crate::Limiter::set_limit) uses.
+    ///
+    /// Deprecated: a group's cap has one name, the [`Builder`]'s (`max_concurrent`). This
+    /// method still works, and will be removed in a later 0.x release.
+    #[deprecated(since = "0.2.0", note = "use `Group::set_max_concurrent`")]
     pub fn set_limit(&self, limit: usize) -> bool {
         self.set_max_concurrent(limit)
     }
@@ -344,6 +348,9 @@ impl Group {
     /// Steps the group's own cap down as the throttle allows; running tasks are not aborted.
     /// See [`Throttle`].
     ///
+    /// A group without a cap (the default, `max_concurrent() == usize::MAX`) has nothing to
+    /// step from: the call is refused with [`ThrottleOutcome::Uncapped`] and changes nothing.
+    ///
     /// # Examples
     ///
     /// ```
@@ -355,6 +362,10 @@ impl Group {
     /// assert_eq!(group.throttle_down(), ThrottleOutcome::Applied { from: 8, to: 6 });
     /// assert!(!group.throttle_up().is_applied(), "held for 30 s by default");
     /// assert_eq!(group.max_concurrent(), 6);
+    ///
+    /// let uncapped = Group::new();
+    /// assert_eq!(uncapped.throttle_down(), ThrottleOutcome::Uncapped);
+    /// assert_eq!(uncapped.max_concurrent(), usize::MAX);
     /// # }
     /// ```
     pub fn throttle_down(&self) -> ThrottleOutcome {
@@ -362,13 +373,17 @@ impl Group {
     }
 
     /// Steps the group's own cap up as the throttle allows; waiting due tasks start at once.
-    /// See [`Throttle`].
+    /// See [`Throttle`]. A group without a cap is refused with [`ThrottleOutcome::Uncapped`].
     pub fn throttle_up(&self) -> ThrottleOutcome {
         self.shared.throttle(ThrottleState::up)
     }
 
     /// Same as [`max_concurrent`](Group::max_concurrent), under the name
     /// [`Limiter::limit`](crate::Limiter::limit) uses.
+    ///
+    /// Deprecated: a group's cap has one name, the [`Builder`]'s (`max_concurrent`). This
+    /// method still works, and will be removed in a later 0.x release.
+    #[deprecated(since = "0.2.0", note = "use `Group::max_concurrent`")]
     #[must_use]
     pub fn limit(&self) -> usize {
         self.max_concurrent()

@@ -14,6 +14,8 @@
 
 use std::time::Duration;
 
+use crate::task::Outcome;
+
 const SECOND: u64 = 1_000_000_000;
 
 /// The trailing windows a [`History`] reports, in seconds.
@@ -44,7 +46,8 @@ const SLOTS: usize = 11;
 /// assert_eq!((h.running, h.limit), (0, 2));
 /// let last_10s = &h.windows[0];
 /// assert_eq!(last_10s.span, Duration::from_secs(10));
-/// assert_eq!((last_10s.started, last_10s.completed, last_10s.peak_running), (4, 4, 2));
+/// assert_eq!((last_10s.started, last_10s.ended, last_10s.peak_running), (4, 4, 2));
+/// assert_eq!((last_10s.completed, last_10s.panicked, last_10s.cancelled), (4, 0, 0));
 /// // 20 task-seconds over 10 to 11 seconds (one-second resolution).
 /// assert!(last_10s.mean_running > 1.8 && last_10s.mean_running <= 2.0);
 /// # }
@@ -70,30 +73,74 @@ pub struct History {
 /// before it: at least `span`, and less than `span` and a tenth. Counts and peaks are exact for
 /// that stretch of time, and `mean_running` is the running count averaged over exactly that
 /// stretch.
+///
+/// The words mean what they mean in [`Stats`](crate::Stats): a task *completed* when its future
+/// returned, and *ended* however it ended, so in a group's window
+/// `ended == completed + panicked + cancelled`. A window counts only tasks that started: a
+/// task cancelled while pending never ran, and counts in [`Stats::cancelled`] but in no
+/// window.
+///
+/// A [`Limiter`](crate::Limiter)'s history counts slots rather than tasks (a slot may be held
+/// by a permit): its windows count slots taken in `started` and slots freed in
+/// [`freed`](Window::freed), and leave `ended`, `completed`, `panicked` and `cancelled` at 0.
+///
+/// [`Stats::cancelled`]: crate::Stats::cancelled
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub struct Window {
     /// How far back the window reaches: at least this far, and less than a tenth further.
     pub span: Duration,
-    /// The most tasks running at once.
+    /// The most tasks running at once (for a limiter: slots taken at once).
     pub peak_running: usize,
-    /// Tasks running, averaged over time.
+    /// Tasks running, averaged over time (for a limiter: slots taken).
     pub mean_running: f64,
-    /// Tasks started.
+    /// Tasks started. For a limiter: slots taken, by tasks of its groups and by permits.
     pub started: u64,
-    /// Tasks that ended (completed, panicked or cancelled while running).
+    /// Tasks that ended, however they ended: `completed + panicked + cancelled`. 0 for a
+    /// limiter, which counts slots ([`freed`](Window::freed)).
+    pub ended: u64,
+    /// Tasks whose future returned, as in [`Stats::completed`](crate::Stats::completed).
     pub completed: u64,
+    /// Tasks whose future (or its `Drop`) panicked, as in
+    /// [`Stats::panicked`](crate::Stats::panicked).
+    pub panicked: u64,
+    /// Tasks cancelled while running (by the group, or by their handle), as in
+    /// [`Stats::cancelled`](crate::Stats::cancelled) less the tasks cancelled before they
+    /// started.
+    pub cancelled: u64,
+    /// Slots freed. For a group, each task that ended frees its slot of the group's cap, so
+    /// this equals `ended`. For a limiter: slots freed, by tasks of its groups that ended and
+    /// by permits given back.
+    pub freed: u64,
 }
 
+/// One step's counts. The counts are `u32`s, which keeps a bucket at 32 bytes (and a group's
+/// history at its size before outcomes were counted). They saturate: it takes 4.29 billion
+/// events in one bucket, 143 million a second through a 30 s bucket, while each event takes
+/// the group's (or limiter's) one lock.
 #[derive(Debug, Clone, Copy, Default)]
 struct Bucket {
-    started: u64,
-    completed: u64,
-    /// The most running at any moment of this bucket.
-    peak: usize,
     /// Running integrated over the time covered so far, in task-nanoseconds. Saturates, which
     /// takes some 600 million tasks running through a whole 30 s bucket.
     busy: u64,
+    /// The most running at any moment of this bucket (saturates at `u32::MAX`).
+    peak: u32,
+    started: u32,
+    /// Slots freed: every end of a task, and for a limiter every permit given back.
+    freed: u32,
+    completed: u32,
+    panicked: u32,
+    cancelled: u32,
+}
+
+/// `n` plus one, saturating.
+fn bump(n: &mut u32) {
+    *n = n.saturating_add(1);
+}
+
+/// `running` as a bucket's peak.
+fn peak_of(running: usize) -> u32 {
+    u32::try_from(running).unwrap_or(u32::MAX)
 }
 
 /// One window's buckets.
@@ -138,24 +185,41 @@ impl Activity {
         log
     }
 
-    /// A task started at `now`.
+    /// A task started (a limiter: a slot was taken) at `now`.
     pub(crate) fn start(&mut self, now: u64) {
         let log = self.log_at(now);
         log.running += 1;
-        let running = log.running;
+        let peak = peak_of(log.running);
         for ring in &mut log.rings {
             let bucket = ring.newest();
-            bucket.started += 1;
-            bucket.peak = bucket.peak.max(running);
+            bucket.started = bucket.started.saturating_add(1);
+            bucket.peak = bucket.peak.max(peak);
         }
     }
 
-    /// A running task ended at `now`.
+    /// A running task of a group ended with `outcome` at `now`.
+    pub(crate) fn end(&mut self, now: u64, outcome: &Outcome) {
+        self.free_with(now, |bucket| match outcome {
+            Outcome::Completed => bump(&mut bucket.completed),
+            Outcome::Panicked => bump(&mut bucket.panicked),
+            Outcome::Cancelled => bump(&mut bucket.cancelled),
+        });
+    }
+
+    /// A limiter's slot was freed at `now`: a task of one of its groups ended, or a permit
+    /// was given back. Counts no outcome.
     pub(crate) fn finish(&mut self, now: u64) {
+        self.free_with(now, |_| {});
+    }
+
+    /// One fewer running at `now`; `count` records why in each ring's newest bucket.
+    fn free_with(&mut self, now: u64, count: impl Fn(&mut Bucket)) {
         let log = self.log_at(now);
         log.running = log.running.saturating_sub(1);
         for ring in &mut log.rings {
-            ring.newest().completed += 1;
+            let bucket = ring.newest();
+            bump(&mut bucket.freed);
+            count(bucket);
         }
     }
 
@@ -166,13 +230,26 @@ impl Activity {
                 log.advance(now);
                 std::array::from_fn(|i| log.rings[i].window(WINDOWS[i], log.last))
             }
-            None => WINDOWS.map(|span| Window {
-                span: Duration::from_secs(span),
-                peak_running: 0,
-                mean_running: 0.0,
-                started: 0,
-                completed: 0,
-            }),
+            None => WINDOWS.map(|span| Window::empty(Duration::from_secs(span))),
+        }
+    }
+}
+
+// ===== impl Window =====
+
+impl Window {
+    /// A window of `span` in which nothing happened.
+    fn empty(span: Duration) -> Self {
+        Self {
+            span,
+            peak_running: 0,
+            mean_running: 0.0,
+            started: 0,
+            ended: 0,
+            completed: 0,
+            panicked: 0,
+            cancelled: 0,
+            freed: 0,
         }
     }
 }
@@ -218,7 +295,7 @@ impl Ring {
 
     /// Integrates `running` from `from` (in the current step) to `now`, later.
     fn advance(&mut self, from: u64, now: u64, running: usize) {
-        let peak = running;
+        let peak = peak_of(running);
         let running = running as u64;
         let target = now / self.width;
         let end = now.min((self.current + 1).saturating_mul(self.width));
@@ -238,10 +315,9 @@ impl Ring {
                 self.width
             };
             self.buckets[step as usize % SLOTS] = Bucket {
-                started: 0,
-                completed: 0,
                 peak,
                 busy: running.saturating_mul(covered),
+                ..Bucket::default()
             };
         }
         self.current = target;
@@ -249,20 +325,20 @@ impl Ring {
 
     /// The window of `span` seconds as of `now`, no earlier than the newest bucket.
     fn window(&self, span: u64, now: u64) -> Window {
-        let mut window = Window {
-            span: Duration::from_secs(span),
-            peak_running: 0,
-            mean_running: 0.0,
-            started: 0,
-            completed: 0,
-        };
+        let mut window = Window::empty(Duration::from_secs(span));
+        let mut peak = 0;
         let mut busy = 0u128;
         for b in &self.buckets {
-            window.peak_running = window.peak_running.max(b.peak);
-            window.started += b.started;
-            window.completed += b.completed;
+            peak = peak.max(b.peak);
+            window.started += u64::from(b.started);
+            window.freed += u64::from(b.freed);
+            window.completed += u64::from(b.completed);
+            window.panicked += u64::from(b.panicked);
+            window.cancelled += u64::from(b.cancelled);
             busy += u128::from(b.busy);
         }
+        window.peak_running = peak as usize;
+        window.ended = window.completed + window.panicked + window.cancelled;
         // The whole steps kept before the current one, and the part of this one gone by.
         let covered = now - self.current.saturating_sub(SLOTS as u64 - 1) * self.width;
         if covered > 0 {
@@ -284,10 +360,11 @@ mod tests {
         // 0-4 s: one task; 2-4 s: a second one; both end at 4 s.
         a.start(T0);
         a.start(T0 + 2 * SECOND);
-        a.finish(T0 + 4 * SECOND);
-        a.finish(T0 + 4 * SECOND);
+        a.end(T0 + 4 * SECOND, &Outcome::Completed);
+        a.end(T0 + 4 * SECOND, &Outcome::Completed);
         let [w10, w60, _] = a.windows(T0 + 10 * SECOND);
         assert_eq!((w10.started, w10.completed, w10.peak_running), (2, 2, 2));
+        assert_eq!((w10.ended, w10.freed), (2, 2));
         // 1 * 4 s + 1 * 2 s = 6 task-seconds over 10 s.
         assert!(
             (w10.mean_running - 0.6).abs() < 1e-9,
@@ -301,7 +378,7 @@ mod tests {
     fn windows_roll_off() {
         let mut a = Activity::new();
         a.start(T0);
-        a.finish(T0 + SECOND / 2);
+        a.end(T0 + SECOND / 2, &Outcome::Completed);
         let [w10, w60, w300] = a.windows(T0 + 30 * SECOND);
         assert_eq!((w10.started, w10.peak_running), (0, 0), "gone from 10 s");
         assert_eq!(w10.mean_running, 0.0);
@@ -361,6 +438,8 @@ mod tests {
             size_of::<Log>()
         );
         assert_eq!(size_of::<Activity>(), size_of::<usize>());
+        // Counting outcomes (issue 10) kept a bucket at the 32 bytes it had before.
+        assert_eq!(size_of::<Bucket>(), 32);
     }
 
     #[test]
@@ -368,57 +447,146 @@ mod tests {
         let mut a = Activity::new();
         a.start(T0 + 20 * SECOND);
         a.start(T0 + 5 * SECOND);
-        a.finish(T0);
+        a.end(T0, &Outcome::Completed);
         let [w10, ..] = a.windows(T0);
         assert_eq!((w10.started, w10.completed, w10.peak_running), (2, 1, 2));
         assert_eq!(w10.mean_running, 0.0, "no time has gone by");
     }
 
-    // ===== against a model that keeps every event =====
-
-    /// One window as a model computes it from every event: counts, peak, task-nanoseconds
-    /// and the time covered.
-    fn model(events: &[(u64, bool)], now: u64, span: u64) -> (u64, u64, usize, u128, u64) {
-        let width = span * SECOND / 10;
-        let start = (now / width).saturating_sub(10) * width;
-        let (mut started, mut completed, mut busy) = (0, 0, 0u128);
-        let mut running = 0usize;
-        let mut peak = 0;
-        // Time integrated up to, once inside the window.
-        let mut t = start;
-        for &(at, is_start) in events {
-            if at < start {
-                running = if is_start {
-                    running + 1
-                } else {
-                    running.saturating_sub(1)
-                };
-                peak = running;
-                continue;
-            }
-            busy += running as u128 * u128::from(at - t);
-            t = at;
-            if is_start {
-                running += 1;
-                started += 1;
-                peak = peak.max(running);
-            } else {
-                running = running.saturating_sub(1);
-                completed += 1;
-            }
+    /// Issue 10: a group's window counts each outcome with the meaning `Stats` gives it, and
+    /// `ended` is their sum; a limiter's (slots freed, no outcome) counts only `freed`.
+    #[test]
+    fn window_ended_is_every_end_and_completed_panicked_cancelled_mean_what_stats_say() {
+        let mut group = Activity::new();
+        for _ in 0..6 {
+            group.start(T0);
         }
-        busy += running as u128 * u128::from(now - t);
-        (started, completed, peak, busy, now - start)
+        for outcome in [
+            Outcome::Completed,
+            Outcome::Completed,
+            Outcome::Completed,
+            Outcome::Panicked,
+            Outcome::Cancelled,
+        ] {
+            group.end(T0 + SECOND, &outcome);
+        }
+        for w in group.windows(T0 + 2 * SECOND) {
+            assert_eq!(
+                (w.started, w.ended, w.completed, w.panicked, w.cancelled),
+                (6, 5, 3, 1, 1),
+                "{:?}",
+                w.span
+            );
+            assert_eq!(w.freed, w.ended, "a group frees a slot per task that ends");
+        }
+
+        let mut limiter = Activity::new();
+        limiter.start(T0);
+        limiter.start(T0);
+        limiter.finish(T0 + SECOND);
+        let [w10, ..] = limiter.windows(T0 + 2 * SECOND);
+        assert_eq!((w10.started, w10.freed), (2, 1));
+        assert_eq!(
+            (w10.ended, w10.completed, w10.panicked, w10.cancelled),
+            (0, 0, 0, 0),
+            "a limiter counts slots, not tasks"
+        );
     }
 
-    fn check(a: &mut Activity, events: &[(u64, bool)], now: u64) {
+    // ===== against a model that keeps every event =====
+
+    /// An event: a start, a group's task ending with an outcome, or a limiter's slot freed.
+    #[derive(Debug, Clone, Copy)]
+    enum Event {
+        Start,
+        End(Outcome),
+        Free,
+    }
+
+    /// One window as a model computes it from every event.
+    #[derive(Debug, Default, PartialEq)]
+    struct Model {
+        started: u64,
+        freed: u64,
+        completed: u64,
+        panicked: u64,
+        cancelled: u64,
+        peak: usize,
+        /// Task-nanoseconds.
+        busy: u128,
+        /// The time covered.
+        covered: u64,
+    }
+
+    fn model(events: &[(u64, Event)], now: u64, span: u64) -> Model {
+        let width = span * SECOND / 10;
+        let start = (now / width).saturating_sub(10) * width;
+        let mut m = Model::default();
+        let mut running = 0usize;
+        // Time integrated up to, once inside the window.
+        let mut t = start;
+        for &(at, event) in events {
+            let before = at < start;
+            if !before {
+                m.busy += running as u128 * u128::from(at - t);
+                t = at;
+            }
+            match event {
+                Event::Start => running += 1,
+                Event::End(_) | Event::Free => running = running.saturating_sub(1),
+            }
+            if before {
+                m.peak = running;
+                continue;
+            }
+            match event {
+                Event::Start => {
+                    m.started += 1;
+                    m.peak = m.peak.max(running);
+                }
+                Event::End(outcome) => {
+                    m.freed += 1;
+                    match outcome {
+                        Outcome::Completed => m.completed += 1,
+                        Outcome::Panicked => m.panicked += 1,
+                        Outcome::Cancelled => m.cancelled += 1,
+                    }
+                }
+                Event::Free => m.freed += 1,
+            }
+        }
+        m.busy += running as u128 * u128::from(now - t);
+        m.covered = now - start;
+        m
+    }
+
+    fn check(a: &mut Activity, events: &[(u64, Event)], now: u64) {
         let windows = a.windows(now);
         for (window, span) in windows.iter().zip(WINDOWS) {
-            let (started, completed, peak, busy, covered) = model(events, now, span);
-            let mean = busy as f64 / covered as f64;
+            let m = model(events, now, span);
+            let mean = m.busy as f64 / m.covered as f64;
             assert_eq!(
-                (window.started, window.completed, window.peak_running),
-                (started, completed, peak),
+                (
+                    window.started,
+                    window.freed,
+                    window.completed,
+                    window.panicked,
+                    window.cancelled,
+                    window.peak_running
+                ),
+                (
+                    m.started,
+                    m.freed,
+                    m.completed,
+                    m.panicked,
+                    m.cancelled,
+                    m.peak
+                ),
+                "{span} s window at {now}"
+            );
+            assert_eq!(
+                window.ended,
+                m.completed + m.panicked + m.cancelled,
                 "{span} s window at {now}"
             );
             assert_eq!(window.mean_running, mean, "{span} s window at {now}");
@@ -439,7 +607,13 @@ mod tests {
                         0..700 * SECOND,
                         Just(1_000_000 * SECOND),
                     ],
-                    prop::bool::weighted(0.6),
+                    prop_oneof![
+                        6 => Just(Event::Start),
+                        2 => Just(Event::End(Outcome::Completed)),
+                        1 => Just(Event::End(Outcome::Panicked)),
+                        1 => Just(Event::End(Outcome::Cancelled)),
+                        1 => Just(Event::Free),
+                    ],
                 ),
                 0..60,
             ),
@@ -448,14 +622,14 @@ mod tests {
             let mut a = Activity::new();
             let mut events = Vec::new();
             let mut now = T0;
-            for (gap, is_start) in steps {
+            for (gap, event) in steps {
                 now += gap;
-                if is_start {
-                    a.start(now);
-                } else {
-                    a.finish(now);
+                match event {
+                    Event::Start => a.start(now),
+                    Event::End(outcome) => a.end(now, &outcome),
+                    Event::Free => a.finish(now),
                 }
-                events.push((now, is_start));
+                events.push((now, event));
                 check(&mut a, &events, now);
             }
             check(&mut a, &events, now + last_gap);

@@ -163,8 +163,15 @@
 //!   `limiter_defects::dropping_a_runtime_with_thousands_of_groups_in_line_neither_recurses_nor_aborts`,
 //!   `limiter_stress::a_runtime_shut_down_mid_work_hands_its_slots_to_groups_on_another_runtime`.
 //! - Throttling follows its step, floor, ceiling and hold rules and says why it refuses:
-//!   `throttle::*`.
-//! - History counts and rolls off its windows: `limiter::history_counts_then_rolls_off_for_groups_and_their_limiter`.
+//!   `throttle::*`; a limit of `usize::MAX` (no cap) is refused as `Uncapped` and left alone:
+//!   `api_tidy::throttling_an_uncapped_group_is_refused_as_uncapped_and_changes_nothing`,
+//!   `api_tidy::throttling_a_limiter_of_usize_max_is_refused_as_uncapped_and_changes_nothing`.
+//! - History counts and rolls off its windows: `limiter::history_counts_then_rolls_off_for_groups_and_their_limiter`;
+//!   a window's `completed`, `panicked` and `cancelled` mean what [`Stats`]'s do, `ended` is
+//!   their sum and a limiter counts slots `freed`:
+//!   `api_tidy::window_completed_panicked_cancelled_mean_what_stats_say_and_ended_is_their_sum`.
+//! - The README's example compiles, runs, and ends a shutdown on purpose with `Ok`: the
+//!   `ReadmeDoctests` doc test.
 //! - A runtime shutdown cancels the group instead of hanging `wait()`:
 //!   `lifecycle::runtime_shutdown_with_pending_and_running_tasks_cancels_the_group`.
 //! - Only documented behaviour of tokio and tokio-util is relied on: the lock-free
@@ -216,3 +223,9 @@ pub use crate::id::{TaskId, task_id};
 pub use crate::limiter::{Limiter, LimiterPermit};
 pub use crate::stats::Stats;
 pub use crate::throttle::{Throttle, ThrottleOutcome};
+
+/// The README's code blocks, run as doc tests so they keep compiling and keep saying what
+/// holds.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

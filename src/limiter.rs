@@ -208,12 +208,27 @@ impl Limiter {
 
     /// Steps the limit down, as the throttle allows: for a controller that sees the machine
     /// overloaded. Running tasks are not aborted. See [`Throttle`].
+    ///
+    /// A limit of `usize::MAX` is no cap and has nothing to step from: the call is refused
+    /// with [`ThrottleOutcome::Uncapped`] and changes nothing.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// use schedgroup::{Limiter, ThrottleOutcome};
+    ///
+    /// assert_eq!(Limiter::new(8).throttle_down(), ThrottleOutcome::Applied { from: 8, to: 6 });
+    /// assert_eq!(Limiter::new(usize::MAX).throttle_down(), ThrottleOutcome::Uncapped);
+    /// # }
+    /// ```
     pub fn throttle_down(&self) -> ThrottleOutcome {
         self.throttle(ThrottleState::down)
     }
 
     /// Steps the limit up, as the throttle allows; waiters get the new slots at once. See
-    /// [`Throttle`].
+    /// [`Throttle`]. A limit of `usize::MAX` is refused with [`ThrottleOutcome::Uncapped`].
     pub fn throttle_up(&self) -> ThrottleOutcome {
         self.throttle(ThrottleState::up)
     }

@@ -14,7 +14,9 @@ use crate::clock::far_future;
 /// Down subtracts `step_down` but never goes below `floor`; up adds `step_up` but never goes
 /// above `ceiling` (by default the limit when the throttle was set). A change requested less
 /// than `hold` after the last change a throttle call *applied* is refused; a manual
-/// `set_limit` does not start a hold.
+/// `set_limit` (or `Group::set_max_concurrent`) does not start a hold. A limit of
+/// `usize::MAX` means no cap, and a throttle never moves it
+/// ([`ThrottleOutcome::Uncapped`]).
 ///
 /// # Examples
 ///
@@ -65,7 +67,28 @@ impl Default for Throttle {
 }
 
 /// What a throttle call did.
+///
+/// Non-exhaustive: a later release may add a reason to refuse, so a `match` needs a `_` arm
+/// (or use [`is_applied`](ThrottleOutcome::is_applied)).
+///
+/// # Examples
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+/// # async fn main() {
+/// use schedgroup::{Limiter, ThrottleOutcome};
+///
+/// let limiter = Limiter::new(4);
+/// let said = match limiter.throttle_down() {
+///     ThrottleOutcome::Applied { from, to } => format!("{from} -> {to}"),
+///     ThrottleOutcome::Holding { until } => format!("held for {:?}", until - tokio::time::Instant::now()),
+///     refused => format!("refused: {refused:?}"),
+/// };
+/// assert_eq!(said, "4 -> 2");
+/// # }
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum ThrottleOutcome {
     /// The limit changed.
     Applied {
@@ -84,6 +107,16 @@ pub enum ThrottleOutcome {
         /// The limit, unchanged.
         limit: usize,
     },
+    /// Refused: the limit is `usize::MAX`, which means no cap (an uncapped [`Group`], a
+    /// [`Limiter`] of `usize::MAX`), so there is no number to step from or to. Checked before
+    /// the floor, the ceiling and the hold. Set a finite limit first
+    /// ([`Group::set_max_concurrent`], [`Limiter::set_limit`]) for a throttle to move it.
+    ///
+    /// [`Group`]: crate::Group
+    /// [`Limiter`]: crate::Limiter
+    /// [`Group::set_max_concurrent`]: crate::Group::set_max_concurrent
+    /// [`Limiter::set_limit`]: crate::Limiter::set_limit
+    Uncapped,
     /// Refused: too soon after the last applied change.
     Holding {
         /// When a change will next be accepted; for a hold that never ends, an instant 30
@@ -100,6 +133,33 @@ impl ThrottleOutcome {
         matches!(self, ThrottleOutcome::Applied { .. })
     }
 }
+
+/// A `match` on [`ThrottleOutcome`] outside this crate that names every variant and has no `_`
+/// arm does not compile: the enum is `#[non_exhaustive]`. The second example, the same match
+/// with a `_` arm, compiles, so the first fails for that reason alone.
+///
+/// ```compile_fail,E0004
+/// fn said(outcome: schedgroup::ThrottleOutcome) -> &'static str {
+///     use schedgroup::ThrottleOutcome::*;
+///     match outcome {
+///         Applied { .. } => "applied",
+///         AtFloor { .. } | AtCeiling { .. } | Uncapped | Holding { .. } => "refused",
+///     }
+/// }
+/// ```
+///
+/// ```
+/// fn said(outcome: schedgroup::ThrottleOutcome) -> &'static str {
+///     use schedgroup::ThrottleOutcome::*;
+///     match outcome {
+///         Applied { .. } => "applied",
+///         AtFloor { .. } | AtCeiling { .. } | Uncapped | Holding { .. } => "refused",
+///         _ => "refused, for a reason added later",
+///     }
+/// }
+/// ```
+#[cfg(doctest)]
+struct NonExhaustiveDoctests;
 
 /// A throttle's configuration and memory.
 #[derive(Debug, Clone)]
@@ -121,6 +181,9 @@ impl ThrottleState {
 
     /// Steps `limit` down at `now`.
     pub(crate) fn down(&mut self, limit: usize, now: Instant) -> ThrottleOutcome {
+        if limit == usize::MAX {
+            return ThrottleOutcome::Uncapped;
+        }
         if limit <= self.config.floor {
             return ThrottleOutcome::AtFloor { limit };
         }
@@ -132,6 +195,9 @@ impl ThrottleState {
 
     /// Steps `limit` up at `now`.
     pub(crate) fn up(&mut self, limit: usize, now: Instant) -> ThrottleOutcome {
+        if limit == usize::MAX {
+            return ThrottleOutcome::Uncapped;
+        }
         if limit >= self.ceiling {
             return ThrottleOutcome::AtCeiling { limit };
         }
@@ -220,6 +286,27 @@ mod tests {
         assert_eq!(t.up(3, t0), ThrottleOutcome::Applied { from: 3, to: 12 });
         assert_eq!(t.up(12, t0), ThrottleOutcome::AtCeiling { limit: 12 });
         assert_eq!(t.down(2, t0), ThrottleOutcome::AtFloor { limit: 2 });
+    }
+
+    #[test]
+    fn a_limit_of_usize_max_is_uncapped_and_never_stepped_or_held() {
+        let t0 = Instant::now();
+        let mut t = ThrottleState::new(Throttle::default(), usize::MAX);
+        assert_eq!(t.down(usize::MAX, t0), ThrottleOutcome::Uncapped);
+        assert_eq!(t.up(usize::MAX, t0), ThrottleOutcome::Uncapped);
+        // Refusing started no hold: a finite limit steps at once.
+        assert_eq!(t.down(8, t0), ThrottleOutcome::Applied { from: 8, to: 6 });
+        // Even while holding, a limit of usize::MAX says it is uncapped.
+        assert_eq!(t.down(usize::MAX, t0), ThrottleOutcome::Uncapped);
+        // One below is a cap like any other.
+        let mut t = ThrottleState::new(Throttle::default(), usize::MAX - 1);
+        assert_eq!(
+            t.down(usize::MAX - 1, t0),
+            ThrottleOutcome::Applied {
+                from: usize::MAX - 1,
+                to: usize::MAX - 3
+            }
+        );
     }
 
     #[test]

@@ -48,13 +48,13 @@ async fn item2_throttle_hold_of_duration_max_does_not_panic() {
         assert_held_for_decades(group.throttle_down());
         assert_held_for_decades(group.throttle_up());
     }
-    assert_eq!((limiter.limit(), group.limit()), (8, 8));
+    assert_eq!((limiter.limit(), group.max_concurrent()), (8, 8));
     // Setting a throttle again starts afresh; nothing was left poisoned.
     limiter.set_throttle(never_again());
     group.set_throttle(never_again());
     assert!(limiter.throttle_down().is_applied());
     assert!(group.throttle_down().is_applied());
-    assert_eq!((limiter.limit(), group.limit()), (6, 6));
+    assert_eq!((limiter.limit(), group.max_concurrent()), (6, 6));
     group.delay(Duration::ZERO, async {});
     timeout(PATIENCE, group.wait())
         .await

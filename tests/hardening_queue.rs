@@ -63,7 +63,7 @@ fn locks_held_while_user_code_runs_group_debug_formats_after_unlocking() {
         let _task = group.delay(Duration::from_secs(3600), async {});
         let probe = group.clone();
         format_reentrant(&group, move || {
-            let _ = (probe.stats(), probe.history(), probe.limit());
+            let _ = (probe.stats(), probe.history(), probe.max_concurrent());
         })
     });
     assert!(out.contains("pending: 1"), "{out}");

@@ -363,7 +363,7 @@ async fn history_counts_then_rolls_off_for_groups_and_their_limiter() {
     assert_eq!(
         (
             l.windows[0].started,
-            l.windows[0].completed,
+            l.windows[0].freed,
             l.windows[0].peak_running
         ),
         (8, 8, 3)

@@ -139,7 +139,7 @@ async fn a_groups_own_cap_throttles_the_same_way() {
         group.throttle_up(),
         ThrottleOutcome::Applied { from: 2, to: 3 }
     );
-    assert_eq!(group.limit(), 3);
+    assert_eq!(group.max_concurrent(), 3);
     bounded(group.wait()).await.unwrap();
     assert_eq!(group.stats().completed, 12);
 }

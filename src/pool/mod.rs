@@ -633,7 +633,7 @@ impl<T: Stamped, G: Ctx, A> Pool<T, G, A> {
         }
         member.counters.record(task, outcome);
         member.cap.release();
-        member.activity.finish(member.frontier);
+        member.activity.end(member.frontier, &outcome);
         self.free(at);
         let mut fx = self.settle(id, Some(id), at, ONE);
         fx.idle = self.member(id).is_idle();
