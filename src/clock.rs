@@ -8,8 +8,8 @@
 //! sort before later ones, and `u64` comparison is time order. Offsets saturate at about
 //! ±292 years: a deadline further out than that waits for 292 years, which is the same thing.
 //! Only the paused clock gets there: once it is moved past 292 years from the base, every
-//! finite deadline is due at once (the keys have stopped moving), and only a delay of
-//! `Duration::MAX`, which is [`NEVER`], still never falls due.
+//! deadline is due at once (the keys have stopped moving), however far it was, and only a
+//! delay of `Duration::MAX`, which is [`NEVER`], still never falls due.
 
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -57,12 +57,11 @@ impl Clock {
 
     /// The key of `delay` after now; never overflows.
     pub(crate) fn after(&self, delay: Duration) -> u64 {
-        match saturating_nanos(delay) {
-            // Beyond what a key holds from any now: never, wherever now is from the base.
-            i64::MAX => NEVER,
-            // A finite delay is a time that comes, if only when the keys run out.
-            nanos => encode(decode(self.now()).saturating_add(nanos)).min(NEVER - 1),
+        if delay == Duration::MAX {
+            return NEVER;
         }
+        // A finite delay is a time that comes, if only when the keys run out (292 years).
+        encode(decode(self.now()).saturating_add(saturating_nanos(delay))).min(NEVER - 1)
     }
 
     /// The instant of `key`, for the monitor's timer. A key later than `Instant` can hold maps

@@ -348,7 +348,11 @@ impl Runner {
             })
             .await;
             let started = self.task.take().expect("a runner always holds a task here");
-            let outcome = end(started.task, outcome);
+            let outcome = {
+                // The future's own `Drop` sees its id too.
+                let _entered = id::enter(TaskId::new(started.id));
+                end(started.task, outcome)
+            };
             let now = shared.clock.now();
             let mut fx = shared
                 .lock()
@@ -385,7 +389,10 @@ impl Drop for Runner {
     fn drop(&mut self) {
         if let Some(started) = self.task.take() {
             self.shared.cancel_and_drain(false);
-            let outcome = end(started.task, Outcome::Cancelled);
+            let outcome = {
+                let _entered = id::enter(TaskId::new(started.id));
+                end(started.task, Outcome::Cancelled)
+            };
             let at = self.shared.at();
             let fx = self
                 .shared

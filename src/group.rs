@@ -111,7 +111,9 @@ impl Group {
 
     /// Runs `future` once `delay` has passed (measured from tokio's now, on the calling thread).
     ///
-    /// A zero delay runs as soon as possible; `Duration::MAX` waits until the group is cancelled.
+    /// A zero delay runs as soon as possible; `Duration::MAX` waits until the task is moved or
+    /// cancelled. Deadlines are kept to about 292 years from the process's first use of the
+    /// crate: a later one waits that long, which only the paused clock can tell apart.
     /// See [`schedule`](Group::schedule) for the rest.
     ///
     /// # Examples
@@ -146,6 +148,9 @@ impl Group {
     /// The returned [`TaskHandle`] can cancel or move the task while it is pending; dropping
     /// it changes nothing. If the group is cancelled, `future` is dropped before this returns
     /// and counted as cancelled.
+    ///
+    /// Deadlines are kept to about 292 years from the process's first use of the crate (see
+    /// [`delay`](Group::delay)).
     ///
     /// The future may have any output; it is dropped when the task ends (a task that returns
     /// `Err` still counts as completed: it returned). Handing outputs back to the requester is
@@ -400,7 +405,8 @@ impl Group {
 
     /// The earliest deadline among the group's pending tasks (those not started yet), or
     /// `None` if none is pending. A task delayed by `Duration::MAX` reports an instant beyond
-    /// any timer (it never falls due).
+    /// any timer (it never falls due), and a deadline beyond the 292 years deadlines are kept
+    /// to reports that limit.
     ///
     /// # Examples
     ///

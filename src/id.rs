@@ -55,9 +55,12 @@ thread_local! {
     static CURRENT: Cell<Option<TaskId>> = const { Cell::new(None) };
 }
 
-/// The id of the group task being polled on this thread: `Some` inside a task's future (and
-/// anything it polls itself), `None` anywhere else, including inside a tokio task the group's
-/// task spawned.
+/// The id of the group task a runner is polling or ending on this thread: `Some` inside the
+/// task's future, in the `Drop` of its output and of the future itself when it ends, and in
+/// anything run on this thread meanwhile (what the future polls itself, or an executor it
+/// drives in `block_in_place`). `None` anywhere else: in a tokio task the group's task spawned
+/// onto a runtime's workers, and in the `Drop` of a task cancelled before it started (even when
+/// another task's poll cancelled it).
 #[must_use]
 pub fn task_id() -> Option<TaskId> {
     CURRENT.try_with(Cell::get).ok().flatten()
@@ -65,8 +68,18 @@ pub fn task_id() -> Option<TaskId> {
 
 /// Marks `id` as the task being polled until the guard is dropped.
 pub(crate) fn enter(id: TaskId) -> Entered {
+    set(Some(id))
+}
+
+/// Marks no task as being polled until the guard is dropped: for dropping the future of a task
+/// that never started, which may happen inside another task's poll.
+pub(crate) fn outside() -> Entered {
+    set(None)
+}
+
+fn set(id: Option<TaskId>) -> Entered {
     let previous = CURRENT
-        .try_with(|current| current.replace(Some(id)))
+        .try_with(|current| current.replace(id))
         .ok()
         .flatten();
     Entered { previous }

@@ -8,7 +8,7 @@ use tokio::time::Instant;
 use crate::driver::apply;
 use crate::queue::Key;
 use crate::shared::Shared;
-use crate::task::{BoxTask, drop_catching};
+use crate::task::{BoxTask, drop_unstarted};
 use crate::throttle::{Throttle, ThrottleOutcome, ThrottleState};
 
 impl Shared {
@@ -42,7 +42,7 @@ impl Shared {
         if let Some(fx) = fx {
             apply(self, fx);
         }
-        drop_catching(task);
+        drop_unstarted(task);
         self.settle_cancelled(1);
         true
     }

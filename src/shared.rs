@@ -39,7 +39,7 @@ use crate::id::TaskId;
 use crate::pool::{Fx, MemberId, Pool, Wake};
 use crate::queue::{Drained, Key};
 use crate::stats::Stats;
-use crate::task::{BoxTask, drop_catching, wake_catching};
+use crate::task::{BoxTask, drop_unstarted, wake_catching};
 
 /// A pool as groups and limiters share it.
 pub(crate) type Domain = Mutex<Pool<BoxTask, Weak<Shared>, Arc<Ticket>>>;
@@ -142,7 +142,7 @@ impl Shared {
 
     /// Drops `task`, scheduled into a cancelled group, and settles it.
     pub(crate) fn reject(&self, task: BoxTask) {
-        drop_catching(task);
+        drop_unstarted(task);
         self.settle_cancelled(1);
     }
 
@@ -182,7 +182,7 @@ impl Shared {
     fn drop_cancelled(&self, tasks: Drained<BoxTask>) {
         let count = tasks.len() as u64;
         for task in tasks {
-            drop_catching(task);
+            drop_unstarted(task);
         }
         if count > 0 {
             self.settle_cancelled(count);

@@ -81,6 +81,15 @@ pub(crate) fn poll_catching(task: &mut BoxTask, cx: &mut Context<'_>) -> Result<
     catch_unwind(AssertUnwindSafe(|| task.as_mut().poll_task(cx))).map_err(drop_payload)
 }
 
+/// Drops the future of a task cancelled before it started (by its handle, by a cancelled
+/// group's drain, or refused by a cancelled group), catching a panic from its `Drop`; outside
+/// any task, as far as [`task_id`](crate::task_id) says, even when another task's poll
+/// cancelled it. Returns `false` if it panicked.
+pub(crate) fn drop_unstarted(task: BoxTask) -> bool {
+    let _outside = crate::id::outside();
+    drop_catching(task)
+}
+
 /// Drops `value`, catching a panic from its `Drop`. Returns `false` if it panicked. The panic
 /// hook has already reported the panic; the group goes on.
 pub(crate) fn drop_catching<T>(value: T) -> bool {

@@ -198,10 +198,15 @@ impl ThrottleState {
         if limit == usize::MAX {
             return ThrottleOutcome::Uncapped;
         }
-        if limit >= self.ceiling {
+        if limit >= self.ceiling.min(usize::MAX - 1) {
             return ThrottleOutcome::AtCeiling { limit };
         }
-        let to = limit.saturating_add(self.config.step_up).min(self.ceiling);
+        // A throttle steps between caps: it never lifts the cap altogether (`usize::MAX`), from
+        // where no step down would be taken.
+        let to = limit
+            .saturating_add(self.config.step_up)
+            .min(self.ceiling)
+            .min(usize::MAX - 1);
         self.apply(limit, to, now)
     }
 
