@@ -17,17 +17,6 @@ use tokio::time::Instant;
 
 const YEAR: Duration = Duration::from_secs(365 * 86_400);
 
-/// A waker that panics when woken (a hostile executor).
-struct Bomb;
-impl Wake for Bomb {
-    fn wake(self: Arc<Self>) {
-        panic!("hostile waker");
-    }
-    fn wake_by_ref(self: &Arc<Self>) {
-        panic!("hostile waker");
-    }
-}
-
 /// Counts wakes.
 #[derive(Default)]
 struct Count(AtomicUsize);
@@ -48,7 +37,7 @@ async fn a_panicking_waker_on_one_wait_strands_no_other_wait_of_the_same_group()
     let group = Group::new();
     group.delay(Duration::from_millis(10), async {});
     // First waiter: polled once by an executor whose waker panics.
-    let bomb = Waker::from(Arc::new(Bomb));
+    let bomb = common::bomb();
     let mut hostile = Box::pin(group.wait());
     assert!(poll_once(hostile.as_mut(), &bomb).is_pending());
     // Second waiter: an ordinary tokio task, registered after the first.
@@ -76,7 +65,7 @@ async fn cancelling_the_groups_token_with_a_panicking_waker_on_a_child_token_sti
     let token = group.cancellation_token();
     // Someone watches a child of the group's token on a hostile executor.
     let child = token.child_token();
-    let bomb = Waker::from(Arc::new(Bomb));
+    let bomb = common::bomb();
     let mut watch = Box::pin(child.cancelled_owned());
     assert!(poll_once(watch.as_mut(), &bomb).is_pending());
     // Cancelling through the token is documented to cancel the group.
@@ -110,7 +99,7 @@ async fn a_parent_cancel_with_a_panicking_waker_under_one_group_still_cancels_a_
     let pending_b = b.delay(Duration::from_secs(1), async {});
     // Someone else watches the same parent on a hostile executor, registered after `b`.
     let sibling = parent.child_token();
-    let bomb = Waker::from(Arc::new(Bomb));
+    let bomb = common::bomb();
     let mut watch = Box::pin(sibling.cancelled_owned());
     assert!(poll_once(watch.as_mut(), &bomb).is_pending());
     let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| parent.cancel()));

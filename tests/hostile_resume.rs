@@ -658,18 +658,6 @@ fn many_threads_resuming_at_once_while_groups_come_and_go_leak_nothing() {
 
 // ===== 11: a panicking waker met inside the resume loop =====
 
-/// A waker that panics when woken (a hostile or buggy executor).
-struct Bomb;
-
-impl Wake for Bomb {
-    fn wake(self: Arc<Self>) {
-        panic!("hostile waker");
-    }
-    fn wake_by_ref(self: &Arc<Self>) {
-        panic!("hostile waker");
-    }
-}
-
 #[test]
 fn a_panicking_waker_granted_in_a_resume_batch_loses_no_other_groups_starts() {
     let out = bounded(20, 8 << 20, || {
@@ -686,7 +674,7 @@ fn a_panicking_waker_granted_in_a_resume_batch_loses_no_other_groups_starts() {
         rt.block_on(async { tokio::time::sleep(ms(2)).await });
         assert_eq!(limiter.waiting(), 1, "A's burst in line");
         // An acquire() behind A's burst, polled by an executor whose waker panics.
-        let waker = Waker::from(Arc::new(Bomb));
+        let waker = common::bomb();
         let mut acquire = Box::pin(limiter.acquire());
         assert!(
             acquire
@@ -745,7 +733,7 @@ fn a_panicking_waker_on_one_groups_wait_strands_no_other_group() {
         rt.block_on(async { tokio::time::sleep(ms(1)).await });
         assert_eq!((limiter.running(), limiter.waiting()), (300, 1));
         // Someone waits for X on an executor whose waker panics.
-        let waker = Waker::from(Arc::new(Bomb));
+        let waker = common::bomb();
         let mut wait_x = Box::pin(x.wait());
         assert!(
             wait_x
@@ -782,7 +770,7 @@ fn a_panicking_waker_on_the_groups_token_leaves_cancel_settled() {
         for _ in 0..10 {
             g.delay(Duration::from_secs(60), async {});
         }
-        let waker = Waker::from(Arc::new(Bomb));
+        let waker = common::bomb();
         let token = g.cancellation_token();
         let mut cancelled = Box::pin(token.cancelled());
         assert!(

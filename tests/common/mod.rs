@@ -173,3 +173,20 @@ pub fn offset_ms() -> impl proptest::strategy::Strategy<Value = i64> {
         1_000i64..100_000
     ]
 }
+
+/// A waker that panics when woken: a hostile or buggy executor.
+pub struct Bomb;
+
+impl std::task::Wake for Bomb {
+    fn wake(self: Arc<Self>) {
+        panic!("hostile waker");
+    }
+    fn wake_by_ref(self: &Arc<Self>) {
+        panic!("hostile waker");
+    }
+}
+
+/// A [`Bomb`] as a `Waker`.
+pub fn bomb() -> std::task::Waker {
+    std::task::Waker::from(Arc::new(Bomb))
+}
