@@ -180,6 +180,11 @@
 //! - User code that panics (a future, its `Drop`, a panic payload's `Drop`, a waker) is
 //!   caught; the task counts as panicked or cancelled and no slot is lost:
 //!   `hardening_panics::*`, `hostile_resume::a_panicking_waker_*`.
+//! - Task ids are unique within a group, even for refused tasks and reused slots, and a running
+//!   task sees its own: `identity::*`, `hostile_identity::*`.
+//! - Each panic is reported by one `wait()`, with the ids of the first eight:
+//!   `faults::each_panic_is_reported_once_with_its_task_id`,
+//!   `hostile_identity::concurrent_waiters_report_each_panic_exactly_once`.
 //!
 //! # Minimum supported Rust version
 //!
