@@ -56,7 +56,8 @@
 //! 5. A live value's stamp has the [`DUE`] bit if and only if its live entry is in `due`, and
 //!    `due_live` counts those values.
 
-use std::collections::BTreeMap;
+use std::cmp::Ordering;
+use std::collections::{BTreeMap, BinaryHeap};
 
 /// Marks the end of the free list.
 const NIL: u32 = u32::MAX;
@@ -100,7 +101,7 @@ pub(crate) trait Stamped {
 }
 
 /// One heap entry. The heap pops the smallest `(deadline, seq)` first.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug)]
 struct Entry {
     deadline: u64,
     seq: u32,
@@ -324,22 +325,28 @@ impl<T: Stamped> DeadlineQueue<T> {
     pub(crate) fn pop_due(&mut self, now: u64) -> Option<(u64, T)> {
         // No `advance`: the earliest value is one of the two tops, and moving every due entry
         // across would cost a burst two heap operations per task, all under one lock.
-        self.discard_stale_tops();
-        let top = self.top()?;
-        if top.deadline > now {
-            return None;
+        loop {
+            // The earliest entry is the top of `due` if it has one (invariant 4).
+            let heap = if self.due.peek().is_some() {
+                &mut self.due
+            } else {
+                &mut self.later
+            };
+            let top = *heap.peek()?;
+            if !Self::is_live(&self.slots, &top) {
+                heap.pop();
+                continue;
+            }
+            if top.deadline > now {
+                return None;
+            }
+            heap.pop();
+            let Slot::Occupied(value) = &self.slots[top.slot as usize] else {
+                unreachable!("a live entry points at an occupied slot");
+            };
+            let id = self.id_of(top.slot, value);
+            return Some((id, self.vacate(top.slot)));
         }
-        let slot = top.slot;
-        if self.due.peek().is_some() {
-            self.due.pop();
-        } else {
-            self.later.pop();
-        }
-        let Slot::Occupied(value) = &self.slots[slot as usize] else {
-            unreachable!("a live entry points at an occupied slot");
-        };
-        let id = self.id_of(slot, value);
-        Some((id, self.vacate(slot)))
     }
 
     /// A key that names no value, with an id no value of this queue ever has: for a value that
@@ -600,98 +607,76 @@ fn widen(floor: u64, low: u32) -> u64 {
 
 // ===== impl Heap =====
 
-/// A binary min-heap of entries by `(deadline, seq)`, in the usual array layout: the children
-/// of the entry at `i` are at `2i + 1` and `2i + 2`. Hand-written rather than
-/// `std::collections::BinaryHeap` so that a sorted array becomes a heap without a copy.
+/// A min-heap of entries by `(deadline, seq)`: the standard binary heap, whose pop does one
+/// comparison a level on the way down (it sifts the hole to the bottom, then the last entry up).
 #[derive(Debug, Default)]
 struct Heap {
-    entries: Vec<Entry>,
+    entries: BinaryHeap<Entry>,
+}
+
+impl Ord for Entry {
+    /// Reversed, so that the standard max-heap pops the smallest `(deadline, seq)` first.
+    fn cmp(&self, other: &Self) -> Ordering {
+        (other.deadline, other.seq).cmp(&(self.deadline, self.seq))
+    }
+}
+
+/// Equal when `(deadline, seq)` are, as the order says: no two entries share a `seq`.
+impl PartialEq for Entry {
+    fn eq(&self, other: &Self) -> bool {
+        (self.deadline, self.seq) == (other.deadline, other.seq)
+    }
+}
+
+impl Eq for Entry {}
+
+impl PartialOrd for Entry {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
 }
 
 impl Heap {
-    /// A heap of `entries`, which are sorted by `(deadline, seq)` (a sorted array is a heap).
+    /// A heap of `entries`, which are sorted by `(deadline, seq)`.
     fn from_sorted(entries: Vec<Entry>) -> Self {
         debug_assert!(entries.is_sorted_by(|a, b| !b.before(a)));
-        Self { entries }
+        Self {
+            entries: BinaryHeap::from(entries),
+        }
     }
 
     fn len(&self) -> usize {
         self.entries.len()
     }
 
+    /// The entries, in no particular order.
     #[cfg(test)]
     fn as_slice(&self) -> &[Entry] {
-        &self.entries
+        self.entries.as_slice()
     }
 
     fn into_vec(self) -> Vec<Entry> {
-        self.entries
+        self.entries.into_vec()
     }
 
     fn peek(&self) -> Option<&Entry> {
-        self.entries.first()
+        self.entries.peek()
     }
 
     fn push(&mut self, entry: Entry) {
         self.entries.push(entry);
-        self.sift_up(self.entries.len() - 1);
     }
 
     fn pop(&mut self) -> Option<Entry> {
-        let last = self.entries.pop()?;
-        let Some(top) = self.entries.first_mut() else {
-            return Some(last);
-        };
-        let top = std::mem::replace(top, last);
-        self.sift_down(0);
-        Some(top)
+        self.entries.pop()
     }
 
     /// Keeps the entries `keep` accepts, rebuilds the heap in O(n) and gives back spare room.
     fn retain(&mut self, keep: impl FnMut(&Entry) -> bool) {
         self.entries.retain(keep);
-        for at in (0..self.entries.len() / 2).rev() {
-            self.sift_down(at);
-        }
         if self.entries.capacity() > 4 * self.entries.len() {
             self.entries.shrink_to(2 * self.entries.len());
         }
-    }
-
-    fn sift_up(&mut self, mut at: usize) {
-        let entry = self.entries[at];
-        while at > 0 {
-            let parent = (at - 1) / 2;
-            if !entry.before(&self.entries[parent]) {
-                break;
-            }
-            self.entries[at] = self.entries[parent];
-            at = parent;
-        }
-        self.entries[at] = entry;
-    }
-
-    fn sift_down(&mut self, mut at: usize) {
-        let entry = self.entries[at];
-        let len = self.entries.len();
-        loop {
-            let left = 2 * at + 1;
-            if left >= len {
-                break;
-            }
-            let right = left + 1;
-            let child = if right < len && self.entries[right].before(&self.entries[left]) {
-                right
-            } else {
-                left
-            };
-            if !self.entries[child].before(&entry) {
-                break;
-            }
-            self.entries[at] = self.entries[child];
-            at = child;
-        }
-        self.entries[at] = entry;
     }
 }
 
