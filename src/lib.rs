@@ -201,6 +201,7 @@ mod cancel;
 mod clock;
 mod driver;
 mod error;
+mod every;
 mod group;
 mod handle;
 mod history;
@@ -216,6 +217,7 @@ mod task;
 mod throttle;
 
 pub use crate::error::WaitError;
+pub use crate::every::Every;
 pub use crate::group::{Builder, Group};
 pub use crate::handle::TaskHandle;
 pub use crate::history::{History, Window};
