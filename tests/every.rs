@@ -226,6 +226,28 @@ async fn stop_during_a_run_lets_it_finish_and_starts_no_other() {
     );
 }
 
+/// A task due at the same instant as a run, and scheduled before it, stops the series: both
+/// have left the queue by then, so `stop()` cannot cancel the run, and the run must see that it
+/// was stopped before it calls `make()`.
+#[tokio::test(start_paused = true)]
+async fn a_run_the_group_already_took_from_the_queue_calls_no_make_after_stop() {
+    let group = Group::new();
+    let log = Log::new();
+    let series = group.every_at(log.t0 + ms(100), ms(100), log.maker(|_| 0));
+    let stopper = series.clone();
+    group.schedule(log.t0 + ms(200), async move {
+        assert!(stopper.stop());
+    });
+    until(&log, 1000).await;
+    assert_eq!(
+        log.starts(),
+        [100],
+        "make() was called after stop() returned"
+    );
+    bounded(group.wait()).await.unwrap();
+    assert!(series.is_stopped());
+}
+
 #[tokio::test(start_paused = true)]
 async fn cap_one_is_shared_with_other_tasks_and_a_run_waits_for_its_slot() {
     let group = Group::builder().max_concurrent(1).build();
