@@ -214,8 +214,8 @@ impl Every {
     /// allows 5 ms). With a period of 10 s and a run at 10 s that lasts 25 s (until 35 s):
     ///
     /// - [`Burst`](MissedTickBehavior::Burst): the missed ticks run back to back, then the
-    ///   grid goes on: runs at 10, 35 (tick 20), 35 + (tick 30), 40, 50 s (if the catching up
-    ///   is quick).
+    ///   grid goes on: runs at 10, 35 (tick 20), 35 (tick 30, once the run for tick 20 has
+    ///   ended), 40, 50 s.
     /// - [`Delay`](MissedTickBehavior::Delay): one run at once, then a period after it: runs at
     ///   10, 35, 45, 55 s.
     /// - [`Skip`](MissedTickBehavior::Skip): one run at once, then the grid from the next tick
