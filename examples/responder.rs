@@ -6,6 +6,13 @@
 //! scheduled is folded into it, and a new one is pushed back to 3 s after the last. Unicast
 //! answers are capped at 4 in flight. Shutdown cancels everything still pending.
 //!
+//! The router also sends unsolicited multicast advertisements (RFC 4861 6.2.4) with
+//! `Group::every_at`: one as the interface comes up, then one every `ADVERT_INTERVAL`. RFC 4861
+//! asks for a random interval between MinRtrAdvInterval and MaxRtrAdvInterval and for faster
+//! initial adverts; this example keeps a fixed period, which `every` gives as is. The adverts
+//! share the solicited answers' rate limit: each records when it went out, and a solicited
+//! answer is pushed back to 3 s after it. The shutdown's cancellation stops the series.
+//!
 //! Solicitations are simulated (a burst, then a steady trickle); nothing touches the network.
 //! Run it with:
 //!
@@ -17,12 +24,15 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rand::Rng;
-use schedgroup::{Group, TaskHandle};
+use schedgroup::{Every, Group, TaskHandle};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 const MAX_RA_DELAY: Duration = Duration::from_millis(500);
 const MIN_DELAY_BETWEEN_RAS: Duration = Duration::from_secs(3);
+/// A fixed advert period: RFC 4861's smallest allowed MaxRtrAdvInterval, so that the short
+/// demo shows a few.
+const ADVERT_INTERVAL: Duration = Duration::from_secs(4);
 
 /// The state of the multicast rate limit.
 struct Multicast {
@@ -57,6 +67,26 @@ impl Responder {
                 last_sent: None,
             })),
         }
+    }
+
+    /// Starts the unsolicited adverts: now, then every `ADVERT_INTERVAL`. Runs never overlap,
+    /// and an advert delayed past its tick is sent once, late, rather than in a burst.
+    fn advertise(&self) -> Every {
+        let (start, shared) = (self.start, self.multicast.clone());
+        let adverts = self
+            .multicast_group
+            .every_at(Instant::now(), ADVERT_INTERVAL, move || {
+                let shared = shared.clone();
+                async move {
+                    shared.lock().unwrap().last_sent = Some(Instant::now());
+                    println!(
+                        "{:>6} ms  unsolicited multicast RA to all-nodes",
+                        start.elapsed().as_millis()
+                    );
+                }
+            });
+        adverts.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        adverts
     }
 
     fn elapsed(&self) -> u128 {
@@ -109,6 +139,7 @@ impl Responder {
 async fn main() {
     let shutdown = CancellationToken::new();
     let responder = Responder::new(&shutdown);
+    let adverts = responder.advertise();
 
     // A burst of hosts coming up at once, then one solicitation every 700 ms.
     let hosts = ["a", "b", "c", "d", "e", "f"];
@@ -125,6 +156,10 @@ async fn main() {
     // Shut down with answers still pending: they are dropped, not sent.
     println!("{:>6} ms  shutting down", responder.elapsed());
     shutdown.cancel();
+    assert!(
+        adverts.is_stopped(),
+        "the group's cancellation stops the series"
+    );
     for group in [&responder.multicast_group, &responder.unicast_group] {
         let result = group.wait().await;
         let stats = group.stats();

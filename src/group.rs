@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::clock::Clock;
 use crate::error::WaitError;
+use crate::every::Every;
 use crate::handle::TaskHandle;
 use crate::history::History;
 use crate::limiter::Limiter;
@@ -190,6 +191,113 @@ impl Group {
     {
         let key = self.shared.schedule(deadline, task::boxed(future));
         TaskHandle::new(self.shared.clone(), key)
+    }
+
+    /// Runs `make()`'s future every `period`, the first time one period from now; stopped by
+    /// the returned [`Every`] or the group's cancellation.
+    ///
+    /// The first run is one period away, as with [`delay`](Group::delay) (tokio's
+    /// [`interval`] ticks at once instead): a periodic refresh usually follows work just done.
+    /// To run at once, or at any other instant, use [`every_at`](Group::every_at).
+    ///
+    /// Each run is one ordinary task of the group: `make` is called when the run starts, and
+    /// its future's output is dropped when it ends, as [`delay`](Group::delay) drops a task's.
+    /// Runs count in [`stats`](Group::stats) (a pending run is one pending task) and take a
+    /// slot of the cap and the limiter like any other task. Runs of one series never overlap:
+    /// the next run is scheduled when the current one ends, at the next tick of the grid
+    /// `start`, `start + period`, ...; see [`Every::set_missed_tick_behavior`] for a run that
+    /// overruns a tick. A run that panics (in `make` or in its future) is counted and reported
+    /// by [`wait`](Group::wait) like any task's panic, and the series goes on.
+    ///
+    /// A series costs one pending task at a time and one small allocation shared by its runs
+    /// and handles: no tokio task and no timer of its own.
+    ///
+    /// **`wait()` and series.** A live series keeps the group busy, like a task that never
+    /// ends: [`wait`](Group::wait) resolves only once every series is stopped (and its last
+    /// run ended) or the group is cancelled. Stop the series before waiting for the rest.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// use schedgroup::Group;
+    /// use std::time::Duration;
+    ///
+    /// let group = Group::new();
+    /// let heartbeat = group.every(Duration::from_secs(5), || async {
+    ///     // send a heartbeat
+    /// });
+    /// group.delay(Duration::from_secs(12), async { /* the real work */ });
+    ///
+    /// tokio::time::sleep(Duration::from_secs(12)).await;
+    /// heartbeat.stop(); // or wait() would wait for ever
+    /// group.wait().await.unwrap();
+    /// assert_eq!(group.stats().completed, 3); // heartbeats at 5 s and 10 s, the work at 12 s
+    /// # }
+    /// ```
+    ///
+    /// # Panics
+    ///
+    /// Panics if `period` is zero, as tokio's [`interval`] does: a series with no gap between
+    /// runs would keep the group busy for ever.
+    ///
+    /// [`interval`]: tokio::time::interval
+    #[track_caller]
+    pub fn every<F, Fut>(&self, period: Duration, make: F) -> Every
+    where
+        F: FnMut() -> Fut + Send + 'static,
+        Fut: Future + Send + 'static,
+    {
+        assert!(
+            !period.is_zero(),
+            "Group::every: the period must be non-zero"
+        );
+        let first = self.shared.clock.after(period);
+        Every::start(self.shared.clone(), first, period, make)
+    }
+
+    /// Runs `make()`'s future at `start` (a [`tokio::time::Instant`] or a
+    /// [`std::time::Instant`]) and every `period` after it; see [`every`](Group::every).
+    ///
+    /// A `start` in the past runs at once; the ticks it implies that have already passed are
+    /// missed (see [`Every::set_missed_tick_behavior`]).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// use schedgroup::Group;
+    /// use std::time::Duration;
+    /// use tokio::time::Instant;
+    ///
+    /// let group = Group::new();
+    /// let advert = group.every_at(Instant::now(), Duration::from_secs(4), || async {
+    ///     // multicast a router advertisement
+    /// });
+    /// tokio::time::sleep(Duration::from_secs(9)).await; // runs at 0 s, 4 s and 8 s
+    /// advert.stop();
+    /// group.wait().await.unwrap();
+    /// assert_eq!(group.stats().completed, 3);
+    /// # }
+    /// ```
+    ///
+    /// # Panics
+    ///
+    /// Panics if `period` is zero.
+    #[track_caller]
+    pub fn every_at<F, Fut>(&self, start: impl Into<Instant>, period: Duration, make: F) -> Every
+    where
+        F: FnMut() -> Fut + Send + 'static,
+        Fut: Future + Send + 'static,
+    {
+        assert!(
+            !period.is_zero(),
+            "Group::every_at: the period must be non-zero"
+        );
+        let first = self.shared.clock.key(start.into());
+        Every::start(self.shared.clone(), first, period, make)
     }
 
     /// Waits until no task is pending or running.

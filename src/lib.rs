@@ -5,7 +5,8 @@
 //! them in one deadline-ordered queue and runs one monitor task that sleeps on a single timer
 //! until the earliest deadline. When tasks fall due it starts them in deadline order, as many as
 //! the group's cap allows; the rest wait in the queue. [`Group::wait`] resolves when nothing is
-//! pending or running.
+//! pending or running. Repeating work (a router advertisement every 4 s) is a series of such
+//! tasks, one at a time: [`Group::every`].
 //!
 //! ```
 //! # #[tokio::main(flavor = "current_thread", start_paused = true)]
@@ -49,6 +50,7 @@
 //! | `tokio::spawn(async { sleep(d).await; work().await })` | a tokio task and a timer entry, polled once when it fires | one task and one timer per group; a cap that keeps due work queued instead of parked on a semaphore; `wait()`; cancel and reschedule by handle |
 //! | a [`JoinSet`] of sleeping futures | the same, plus the set's bookkeeping | the same; results are not collected (a task's output is dropped when it ends) |
 //! | [`TaskTracker`] + spawn + sleep | the same | the same; `wait()` also says whether tasks panicked or the group was cancelled |
+//! | `tokio::spawn(async { let mut i = interval(p); loop { i.tick().await; work().await } })` | a tokio task and a timer per series | [`Group::every`]: each run is a task of the group (counted, under the cap, cancelled with it), a series is one pending task; [`Every::stop`] by handle; the same [`MissedTickBehavior`] choices |
 //! | one task driving a [`DelayQueue`] and spawning what expires | a queue entry; you write the driver loop, the cap and the shutdown | the driver, the cap, cancellation, `wait()`, handles that can never name the wrong entry |
 //!
 //! Use a `JoinSet` when you need each task's output, and `DelayQueue` when you want expired
@@ -172,6 +174,20 @@
 //!   `api_tidy::window_completed_panicked_cancelled_mean_what_stats_say_and_ended_is_their_sum`.
 //! - The README's example compiles, runs, and ends a shutdown on purpose with `Ok`: the
 //!   `ReadmeDoctests` doc test.
+//! - A repeating series ([`Group::every`], [`Group::every_at`]) runs at `start`, `start +
+//!   period`, ... on the paused clock, its runs never overlap, a missed tick does what it does
+//!   in a loop over tokio's `Interval` with the same [`MissedTickBehavior`], each run is one
+//!   task of the group under its cap, and a series costs one pending task and no tokio task:
+//!   `every::runs_happen_exactly_at_start_and_every_period_after`, `every::missed_ticks_*`,
+//!   `every::cap_one_is_shared_with_other_tasks_and_a_run_waits_for_its_slot`,
+//!   `every::many_series_cost_one_pending_task_each_and_no_tokio_task`. After
+//!   [`Every::stop`] returns no run calls `make()`, the pending run is dropped and a started
+//!   run finishes; the group's cancellation stops the series; dropping the handle detaches it;
+//!   `wait()` waits while a series is live: `every::stop_*`,
+//!   `every::a_run_the_group_already_took_from_the_queue_calls_no_make_after_stop`,
+//!   `every::group_cancel_stops_the_series_pending_or_running`,
+//!   `every::dropping_the_handle_detaches_the_series_until_the_group_is_cancelled`,
+//!   `every::wait_waits_while_a_series_is_live_and_resolves_once_it_is_stopped`.
 //! - A runtime shutdown cancels the group instead of hanging `wait()`:
 //!   `lifecycle::runtime_shutdown_with_pending_and_running_tasks_cancels_the_group`.
 //! - Only documented behaviour of tokio and tokio-util is relied on: the lock-free
@@ -190,6 +206,7 @@
 //!
 //! Rust 1.86 (edition 2024). Raising it is a minor-version change.
 //!
+//! [`MissedTickBehavior`]: tokio::time::MissedTickBehavior
 //! [`JoinSet`]: tokio::task::JoinSet
 //! [`TaskTracker`]: https://docs.rs/tokio-util/latest/tokio_util/task/task_tracker/struct.TaskTracker.html
 //! [`DelayQueue`]: https://docs.rs/tokio-util/latest/tokio_util/time/delay_queue/struct.DelayQueue.html
@@ -206,6 +223,7 @@ mod cancel;
 mod clock;
 mod driver;
 mod error;
+mod every;
 mod group;
 mod handle;
 mod history;
@@ -221,6 +239,7 @@ mod task;
 mod throttle;
 
 pub use crate::error::WaitError;
+pub use crate::every::Every;
 pub use crate::group::{Builder, Group};
 pub use crate::handle::TaskHandle;
 pub use crate::history::{History, Window};
