@@ -142,7 +142,9 @@ impl Every {
 
     /// Stops the series: the pending run is cancelled (its closure dropped) and no run starts
     /// after this returns. A run that has already started is not aborted: it finishes, and no
-    /// run follows it.
+    /// run follows it. "Started" includes a run that, on another thread, began just before and
+    /// is calling `make()` as this returns: at most that one call can come after `stop`
+    /// returns (runs never overlap), and never another.
     ///
     /// Returns `true` if this call stopped a live series; `false` if it was already stopped,
     /// or the group was cancelled (which stops every series).

@@ -181,8 +181,8 @@
 //!   `every::runs_happen_exactly_at_start_and_every_period_after`, `every::missed_ticks_*`,
 //!   `every::cap_one_is_shared_with_other_tasks_and_a_run_waits_for_its_slot`,
 //!   `every::many_series_cost_one_pending_task_each_and_no_tokio_task`. After
-//!   [`Every::stop`] returns no run calls `make()`, the pending run is dropped and a started
-//!   run finishes; the group's cancellation stops the series; dropping the handle detaches it;
+//!   [`Every::stop`] returns no run starts (one that began on another thread just before may
+//!   still be calling `make()`), the pending run is dropped and a started run finishes; the group's cancellation stops the series; dropping the handle detaches it;
 //!   `wait()` waits while a series is live: `every::stop_*`,
 //!   `every::a_run_the_group_already_took_from_the_queue_calls_no_make_after_stop`,
 //!   `every::group_cancel_stops_the_series_pending_or_running`,
