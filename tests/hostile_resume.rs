@@ -471,7 +471,13 @@ struct Refill {
 
 impl Drop for Refill {
     fn drop(&mut self) {
-        if self.left.fetch_sub(1, Ordering::SeqCst) > 0 {
+        // Takes one from the budget if any is left; never wraps below zero (a plain
+        // `fetch_sub` at 0 wrapped, racing another worker, and made the budget endless).
+        let took = self
+            .left
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok();
+        if took {
             // Two more for each one dropped, until the budget runs out.
             for _ in 0..2 {
                 let r = Refill {
@@ -483,8 +489,6 @@ impl Drop for Refill {
                     r.ran.fetch_add(1, Ordering::SeqCst);
                 });
             }
-        } else {
-            self.left.fetch_add(1, Ordering::SeqCst);
         }
     }
 }
