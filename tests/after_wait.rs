@@ -138,11 +138,7 @@ async fn item6_after_wait_every_future_is_dropped_and_the_groups_tasks_exit_with
 
 #[test]
 fn item6_on_a_multi_thread_runtime_wait_returns_after_every_drop_and_the_tasks_then_exit() {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_time()
-        .build()
-        .unwrap();
+    let rt = common::multi_thread(2);
     let metrics = rt.metrics();
     let base = metrics.num_alive_tasks();
     let n = 8;

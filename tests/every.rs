@@ -417,11 +417,7 @@ async fn a_zero_period_panics_like_tokios_interval() {
 /// left pending).
 #[test]
 fn stop_racing_with_runs_on_other_threads_starts_no_run_after_it_returns() {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let runtime = common::multi_thread(2);
     for i in 0..iterations(100) {
         let _in = runtime.enter();
         let group = Group::new();

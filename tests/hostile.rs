@@ -819,10 +819,7 @@ fn a_stalled_runtime_first_in_line_keeps_free_slots_from_groups_on_a_live_runtim
     // in line; B's due work is behind it. Raising the limit past the budget must not leave
     // B's work (and an acquire()) waiting on A's monitor while hundreds of slots are free.
     let limiter = Limiter::new(0);
-    let a_rt = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .build()
-        .unwrap();
+    let a_rt = common::current_thread(false);
     let a = Group::builder()
         .runtime(a_rt.handle().clone())
         .limiter(&limiter)
@@ -835,11 +832,7 @@ fn a_stalled_runtime_first_in_line_keeps_free_slots_from_groups_on_a_live_runtim
         tokio::time::sleep(ms(5)).await;
     });
     assert_eq!(limiter.waiting(), 1);
-    let b_rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_time()
-        .build()
-        .unwrap();
+    let b_rt = common::multi_thread(2);
     let ran = Arc::new(AtomicUsize::new(0));
     let outcome = b_rt.block_on(async {
         let b = limited(4, &limiter);
@@ -874,10 +867,7 @@ fn a_stalled_runtime_first_in_line_keeps_free_slots_from_groups_on_a_live_runtim
 /// and then B's work: not hand the rest to A's monitor, which never runs again.
 fn a_stalled_group_raised_from_a_live_runtime(raise_first: bool) {
     let limiter = Limiter::new(1000);
-    let a_rt = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .build()
-        .unwrap();
+    let a_rt = common::current_thread(false);
     let a = Group::builder()
         .runtime(a_rt.handle().clone())
         .max_concurrent(0)
@@ -894,11 +884,7 @@ fn a_stalled_group_raised_from_a_live_runtime(raise_first: bool) {
         (0, 0),
         "A at its cap"
     );
-    let b_rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_time()
-        .build()
-        .unwrap();
+    let b_rt = common::multi_thread(2);
     let ran = Arc::new(AtomicUsize::new(0));
     let (acquired, waited, running) = b_rt.block_on(async {
         let b = limited(4, &limiter);

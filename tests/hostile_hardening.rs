@@ -389,11 +389,7 @@ async fn history_across_gaps_jumps_and_many_events() {
 
 #[test]
 fn wait_racing_the_last_task_on_a_multi_thread_runtime() {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(4)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = common::multi_thread(4);
     rt.block_on(async {
         for iter in 0..common::iterations(2000) {
             let group = Group::builder().max_concurrent(3).build();
@@ -430,11 +426,7 @@ fn wait_racing_the_last_task_on_a_multi_thread_runtime() {
 
 #[test]
 fn tokens_cancelled_from_other_threads_while_runners_poll() {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(3)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = common::multi_thread(3);
     for iter in 0..common::iterations(2000) / 7 {
         let parent = tokio_util::sync::CancellationToken::new();
         let group = rt.block_on(async {
@@ -490,10 +482,7 @@ impl Drop for PanicOnDrop {
 #[test]
 fn drops_that_panic_during_runtime_shutdown_hand_limiter_slots_on() {
     let limiter = Limiter::new(2);
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = common::current_thread(false);
     let g = rt.block_on(async { Group::builder().limiter(&limiter).build() });
     for _ in 0..10 {
         let bomb = PanicOnDrop;
@@ -514,10 +503,7 @@ fn drops_that_panic_during_runtime_shutdown_hand_limiter_slots_on() {
     assert_eq!((s.pending, s.running), (0, 0), "{s:?}");
     assert_adds_up(s);
     // Another runtime gets the limiter's slots.
-    let rt2 = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt2 = common::current_thread(false);
     rt2.block_on(async {
         let h = Group::builder().limiter(&limiter).build();
         for _ in 0..5 {
@@ -599,11 +585,7 @@ async fn a_drop_that_panics_during_group_cancel_while_others_schedule_into_it() 
 
 #[test]
 fn wait_and_acquire_follow_the_latest_waker() {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .start_paused(true)
-        .build()
-        .unwrap();
+    let rt = common::current_thread(true);
     let limiter = Limiter::new(1);
     let group = rt.block_on(async {
         let group = Group::builder().limiter(&limiter).build();
@@ -649,11 +631,7 @@ fn wait_and_acquire_follow_the_latest_waker() {
 
 #[test]
 fn a_hundred_thousand_short_lived_groups_on_one_limiter() {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .start_paused(true)
-        .build()
-        .unwrap();
+    let rt = common::current_thread(true);
     let limiter = Limiter::new(4);
     rt.block_on(async {
         for i in 0..100_000u64 {

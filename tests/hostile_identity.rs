@@ -149,11 +149,7 @@ async fn ids_grow_and_never_repeat_across_handle_cancels_group_cancel_and_refusa
 #[test]
 fn ids_are_unique_when_scheduled_from_many_threads_while_the_group_is_cancelled() {
     for _ in 0..common::iterations(2000) / 100 {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
+        let rt = common::multi_thread(2);
         let group = Group::builder().runtime(rt.handle().clone()).build();
         let ids = Arc::new(Mutex::new(Vec::new()));
         let threads: Vec<_> = (0..4)
@@ -192,11 +188,7 @@ fn ids_are_unique_when_scheduled_from_many_threads_while_the_group_is_cancelled(
 /// report equals the panics of the round, and exactly one waiter carries them.
 #[test]
 fn concurrent_waiters_report_each_panic_exactly_once() {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(4)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = common::multi_thread(4);
     rt.block_on(async {
         let group = Group::builder().max_concurrent(3).build();
         let mut total = 0;
@@ -650,11 +642,7 @@ async fn a_pending_futures_drop_run_inside_another_tasks_poll_sees_that_tasks_id
 /// (wait() returns within 1 s of the last deadline).
 #[test]
 fn reschedules_racing_with_the_timer_never_start_early_or_strand_a_task() {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = common::multi_thread(2);
     let mut rng = rand::rngs::StdRng::seed_from_u64(99);
     for iter in 0..common::iterations(2000) / 60 {
         let group = Group::builder().runtime(rt.handle().clone()).build();
@@ -731,11 +719,7 @@ async fn a_refused_tasks_handle_is_inert_and_next_deadline_ignores_it() {
 /// Tasks ended by the runtime's shutdown (Runner dropped): the group's window still adds up.
 #[test]
 fn windows_add_up_after_runtime_shutdown_drops_running_tasks() {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .start_paused(true)
-        .build()
-        .unwrap();
+    let rt = common::current_thread(true);
     let group = Group::builder().runtime(rt.handle().clone()).build();
     rt.block_on(async {
         for _ in 0..3 {

@@ -27,21 +27,6 @@ fn on(rt: &tokio::runtime::Runtime, k: usize, limiter: &Limiter) -> Group {
         .build()
 }
 
-fn current() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .build()
-        .unwrap()
-}
-
-fn multi(n: usize) -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(n)
-        .enable_time()
-        .build()
-        .unwrap()
-}
-
 /// Runs `f` on a fresh thread with `stack` bytes; `None` if it did not finish within `secs`.
 fn bounded<T: Send + 'static>(
     secs: u64,
@@ -111,8 +96,8 @@ fn permits_in_futures_dropped_by_a_shutdown_mid_burst_hand_everything_on() {
     for iter in 0..iterations(2000) / 100 {
         let out = bounded(20, 8 << 20, move || {
             let limiter = Limiter::new(1200);
-            let a_rt = current();
-            let b_rt = multi(2);
+            let a_rt = common::current_thread(false);
+            let b_rt = common::multi_thread(2);
             let a = on(&a_rt, usize::MAX, &limiter);
             let b = on(&b_rt, usize::MAX, &limiter);
             // 300 permits moved into A's futures.
@@ -201,7 +186,7 @@ fn a_drop_cascade_over_thousands_of_groups_on_a_dead_runtime_stays_flat_and_ends
     let stack = env("CASCADE_STACK", 512 << 10);
     let out = bounded(20, stack, move || {
         let limiter = Limiter::new(0);
-        let rt = current();
+        let rt = common::current_thread(false);
         let groups: Arc<Vec<Group>> =
             Arc::new((0..n).map(|_| on(&rt, usize::MAX, &limiter)).collect());
         let dropped = Arc::new(AtomicUsize::new(0));
@@ -228,7 +213,7 @@ fn a_drop_cascade_over_thousands_of_groups_on_a_dead_runtime_stays_flat_and_ends
         // Raise past the budget from outside, then shut down while the runners are unpolled.
         limiter.set_limit(1000);
         drop(rt);
-        let rt2 = current();
+        let rt2 = common::current_thread(false);
         rt2.block_on(async {
             for g in groups.iter() {
                 timeout(PATIENCE, g.wait()).await.expect("wait hung").ok();
@@ -253,7 +238,7 @@ fn limit_storms_against_bursts_over_the_budget_strand_nothing_and_leak_nothing()
     for iter in 0..iterations(2000) / 200 {
         let out = bounded(30, 8 << 20, move || {
             let limiter = Limiter::new(0);
-            let rt = multi(4);
+            let rt = common::multi_thread(4);
             let groups: Vec<Group> = (0..6)
                 .map(|i| on(&rt, [1, 7, 300, usize::MAX, 2, 1000][i], &limiter))
                 .collect();
@@ -338,14 +323,14 @@ fn acquirers_behind_a_stalled_burst_dropped_around_their_grant_leak_nothing() {
     for iter in 0..iterations(2000) / 100 {
         let out = bounded(20, 8 << 20, move || {
             let limiter = Limiter::new(0);
-            let a_rt = current();
+            let a_rt = common::current_thread(false);
             let a = on(&a_rt, usize::MAX, &limiter);
             for _ in 0..600 {
                 a.delay(Duration::ZERO, std::future::pending::<()>());
             }
             a_rt.block_on(async { tokio::time::sleep(ms(2)).await });
             assert_eq!(limiter.waiting(), 1);
-            let b_rt = multi(3);
+            let b_rt = common::multi_thread(3);
             let l = limiter.clone();
             let res = b_rt.block_on(async move {
                 let mut hs = Vec::new();
@@ -416,7 +401,7 @@ impl Wake for Reenter {
 #[test]
 fn a_waker_that_calls_back_into_the_limiter_on_its_grant_does_not_deadlock() {
     let out = bounded(20, 8 << 20, || {
-        let rt = current();
+        let rt = common::current_thread(false);
         let limiter = Limiter::new(0);
         let g = on(&rt, usize::MAX, &limiter);
         for _ in 0..600 {
@@ -497,8 +482,8 @@ impl Drop for Refill {
 fn drops_that_refill_a_live_group_during_a_resume_loop_finish_and_leak_nothing() {
     let out = bounded(20, 8 << 20, || {
         let limiter = Limiter::new(300);
-        let live = multi(2);
-        let dead = current();
+        let live = common::multi_thread(2);
+        let dead = common::current_thread(false);
         let b = on(&live, usize::MAX, &limiter);
         let a = on(&dead, usize::MAX, &limiter);
         let left = Arc::new(AtomicUsize::new(5000));
@@ -591,7 +576,7 @@ fn many_threads_resuming_at_once_while_groups_come_and_go_leak_nothing() {
     for iter in 0..iterations(2000) / 200 {
         let out = bounded(30, 8 << 20, move || {
             let limiter = Limiter::new(0);
-            let rt = multi(4);
+            let rt = common::multi_thread(4);
             let ran = Arc::new(AtomicUsize::new(0));
             let groups: Arc<Mutex<Vec<Group>>> = Arc::new(Mutex::new(Vec::new()));
             for i in 0..8 {
@@ -665,7 +650,7 @@ fn many_threads_resuming_at_once_while_groups_come_and_go_leak_nothing() {
 #[test]
 fn a_panicking_waker_granted_in_a_resume_batch_loses_no_other_groups_starts() {
     let out = bounded(20, 8 << 20, || {
-        let rt = current();
+        let rt = common::current_thread(false);
         let limiter = Limiter::new(0);
         let a = on(&rt, usize::MAX, &limiter);
         let ran = Arc::new(AtomicUsize::new(0));
@@ -712,7 +697,7 @@ fn a_panicking_waker_granted_in_a_resume_batch_loses_no_other_groups_starts() {
 #[test]
 fn a_panicking_waker_on_one_groups_wait_strands_no_other_group() {
     let out = bounded(20, 8 << 20, || {
-        let rt = current();
+        let rt = common::current_thread(false);
         let limiter = Limiter::new(300);
         let x = on(&rt, usize::MAX, &limiter);
         let a = on(&rt, usize::MAX, &limiter);
@@ -768,7 +753,7 @@ fn a_panicking_waker_on_one_groups_wait_strands_no_other_group() {
 #[test]
 fn a_panicking_waker_on_the_groups_token_leaves_cancel_settled() {
     let out = bounded(20, 8 << 20, || {
-        let rt = current();
+        let rt = common::current_thread(false);
         let limiter = Limiter::new(1);
         let g = on(&rt, usize::MAX, &limiter);
         for _ in 0..10 {

@@ -190,3 +190,21 @@ impl std::task::Wake for Bomb {
 pub fn bomb() -> std::task::Waker {
     std::task::Waker::from(Arc::new(Bomb))
 }
+
+/// A multi-thread runtime with `workers` worker threads and every driver.
+pub fn multi_thread(workers: usize) -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .enable_all()
+        .build()
+        .expect("a multi-thread runtime")
+}
+
+/// A current-thread runtime with every driver; `paused`: its clock starts paused.
+pub fn current_thread(paused: bool) -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .start_paused(paused)
+        .build()
+        .expect("a current-thread runtime")
+}
