@@ -219,12 +219,8 @@ impl Shared {
     /// `Some(result)` once the group is idle; `None` while tasks remain.
     pub(crate) fn poll_idle(&self) -> Option<Result<(), WaitError>> {
         self.catch_up_on_token();
-        let stats = self.stats();
-        if stats.pending > 0 || stats.running > 0 {
-            return None;
-        }
+        let (panicked, ids) = self.lock().idle_report(self.id)?;
         let cancelled = self.cancel.is_cancelled();
-        let (panicked, ids) = self.lock().take_panics(self.id);
         let ids = ids.into_iter().map(TaskId::new).collect();
         Some(WaitError::new(cancelled, panicked, ids).map_or(Ok(()), Err))
     }

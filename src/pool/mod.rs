@@ -682,10 +682,12 @@ impl<T: Stamped, G: Ctx, A> Pool<T, G, A> {
         self.member(id).queue.peek_deadline()
     }
 
-    /// The panics not reported yet, which count as reported from now on: how many, and the
-    /// ids of the first few (see [`Counters`]).
-    pub(crate) fn take_panics(&mut self, id: MemberId) -> (u64, Vec<u64>) {
-        self.member(id).counters.take_panics()
+    /// `None` while the group has tasks pending or running. Once it is idle, the panics not
+    /// reported yet, which count as reported from then on: how many, and the ids of the first
+    /// few (see [`Counters`]). One lock for both, so no task can start and panic between them.
+    pub(crate) fn idle_report(&mut self, id: MemberId) -> Option<(u64, Vec<u64>)> {
+        let member = self.member(id);
+        member.is_idle().then(|| member.counters.take_panics())
     }
 
     pub(crate) fn stats(&mut self, id: MemberId) -> Stats {
