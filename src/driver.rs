@@ -348,15 +348,11 @@ impl Runner {
             })
             .await;
             let started = self.task.take().expect("a runner always holds a task here");
-            let outcome = {
-                // The future's own `Drop` sees its id too.
-                let _entered = id::enter(TaskId::new(started.id));
-                end(started.task, outcome)
-            };
+            let (task, outcome) = end(started, outcome);
             let now = shared.clock.now();
             let mut fx = shared
                 .lock()
-                .finish(shared.id, started.id, outcome, Some(now), now);
+                .finish(shared.id, task, outcome, Some(now), now);
             // The slots went to this group's next task: run it here.
             let next = fx.starts.take_first();
             apply(&shared, fx);
@@ -372,12 +368,18 @@ impl Runner {
     }
 }
 
-/// Drops a finished task's future; a panic in its `Drop` makes a completed task a panicked one.
-fn end(task: BoxTask, outcome: Outcome) -> Outcome {
-    match (drop_catching(task), outcome) {
+/// Drops a finished task's future, which sees its own id in `task_id()`; a panic in its
+/// `Drop` makes a completed task a panicked one. Returns the task's id and how it ended.
+fn end(started: Started<BoxTask>, outcome: Outcome) -> (u64, Outcome) {
+    let dropped = {
+        let _entered = id::enter(TaskId::new(started.id));
+        drop_catching(started.task)
+    };
+    let outcome = match (dropped, outcome) {
         (false, Outcome::Completed) => Outcome::Panicked,
         (_, outcome) => outcome,
-    }
+    };
+    (started.id, outcome)
 }
 
 impl Drop for Runner {
@@ -389,15 +391,12 @@ impl Drop for Runner {
     fn drop(&mut self) {
         if let Some(started) = self.task.take() {
             self.shared.cancel_and_drain(false);
-            let outcome = {
-                let _entered = id::enter(TaskId::new(started.id));
-                end(started.task, Outcome::Cancelled)
-            };
+            let (task, outcome) = end(started, Outcome::Cancelled);
             let at = self.shared.at();
             let fx = self
                 .shared
                 .lock()
-                .finish(self.shared.id, started.id, outcome, None, at);
+                .finish(self.shared.id, task, outcome, None, at);
             apply(&self.shared, fx);
         }
     }
