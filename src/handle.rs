@@ -6,9 +6,8 @@ use std::sync::Arc;
 use tokio::time::Instant;
 
 use crate::id::TaskId;
-use crate::queue::{DeadlineQueue, Key};
+use crate::queue::Key;
 use crate::shared::Shared;
-use crate::task::BoxTask;
 
 /// A handle to one task of a [`Group`](crate::Group), returned by
 /// [`Group::delay`](crate::Group::delay) and [`Group::schedule`](crate::Group::schedule).
@@ -60,7 +59,7 @@ impl TaskHandle {
     /// id no other task of the group has either.
     #[must_use]
     pub fn id(&self) -> TaskId {
-        TaskId::new(DeadlineQueue::<BoxTask>::id(self.key))
+        TaskId::new(self.key.id())
     }
 
     /// Cancels the task if it has not started: its future is dropped before this returns.

@@ -86,6 +86,13 @@ pub(crate) struct Key {
     slot: u32,
 }
 
+impl Key {
+    /// The id it names, whether or not its value is still in the queue.
+    pub(crate) fn id(self) -> u64 {
+        self.id
+    }
+}
+
 /// What a value stores about itself for the queue: the low 32 bits of its id, and its current
 /// position in schedule order with, in the top bit, whether it is due ([`DUE`]).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -302,8 +309,7 @@ impl<T: Stamped> DeadlineQueue<T> {
 
     /// The earliest deadline in the queue.
     pub(crate) fn peek_deadline(&mut self) -> Option<u64> {
-        self.discard_stale_tops();
-        self.top().map(|entry| entry.deadline)
+        self.live_top().map(|entry| entry.deadline)
     }
 
     /// A lower bound of the earliest deadline, exact unless the top of a heap is stale (left
@@ -313,11 +319,7 @@ impl<T: Stamped> DeadlineQueue<T> {
         if self.len == 0 {
             return None;
         }
-        // Every `due` deadline is at or before every `later` one (invariant 4).
-        self.due
-            .peek()
-            .or(self.later.peek())
-            .map(|entry| entry.deadline)
+        self.top().map(|entry| entry.deadline)
     }
 
     /// Removes and returns the earliest value, with its id, if its deadline is at or before
@@ -325,28 +327,16 @@ impl<T: Stamped> DeadlineQueue<T> {
     pub(crate) fn pop_due(&mut self, now: u64) -> Option<(u64, T)> {
         // No `advance`: the earliest value is one of the two tops, and moving every due entry
         // across would cost a burst two heap operations per task, all under one lock.
-        loop {
-            // The earliest entry is the top of `due` if it has one (invariant 4).
-            let heap = if self.due.peek().is_some() {
-                &mut self.due
-            } else {
-                &mut self.later
-            };
-            let top = *heap.peek()?;
-            if !Self::is_live(&self.slots, &top) {
-                heap.pop();
-                continue;
-            }
-            if top.deadline > now {
-                return None;
-            }
-            heap.pop();
-            let Slot::Occupied(value) = &self.slots[top.slot as usize] else {
-                unreachable!("a live entry points at an occupied slot");
-            };
-            let id = self.id_of(top.slot, value);
-            return Some((id, self.vacate(top.slot)));
+        let top = self.live_top()?;
+        if top.deadline > now {
+            return None;
         }
+        self.top_heap().pop();
+        let Slot::Occupied(value) = &self.slots[top.slot as usize] else {
+            unreachable!("a live entry points at an occupied slot");
+        };
+        let id = self.id_of(top.slot, value);
+        Some((id, self.vacate(top.slot)))
     }
 
     /// A key that names no value, with an id no value of this queue ever has: for a value that
@@ -356,11 +346,6 @@ impl<T: Stamped> DeadlineQueue<T> {
             id: self.take_id(),
             slot: NIL,
         }
-    }
-
-    /// The id a [`Key`] names (whether or not its value is still in the queue).
-    pub(crate) fn id(key: Key) -> u64 {
-        key.id
     }
 
     /// How many values are due at `now` (or at the latest `now` it was asked with, if that is
@@ -413,6 +398,26 @@ impl<T: Stamped> DeadlineQueue<T> {
     /// The earliest entry: the top of `due` if it has one, else of `later` (invariant 4).
     fn top(&self) -> Option<&Entry> {
         self.due.peek().or(self.later.peek())
+    }
+
+    /// The heap [`top`](Self::top) is taken from.
+    fn top_heap(&mut self) -> &mut Heap {
+        if self.due.peek().is_some() {
+            &mut self.due
+        } else {
+            &mut self.later
+        }
+    }
+
+    /// The earliest live entry, after discarding the stale entries above it.
+    fn live_top(&mut self) -> Option<Entry> {
+        loop {
+            let top = *self.top()?;
+            if Self::is_live(&self.slots, &top) {
+                return Some(top);
+            }
+            self.top_heap().pop();
+        }
     }
 
     /// Removes every value, in no particular order, and leaves the queue empty. Keys handed out
@@ -476,17 +481,6 @@ impl<T: Stamped> DeadlineQueue<T> {
 
     fn is_live(slots: &[Slot<T>], entry: &Entry) -> bool {
         matches!(slots.get(entry.slot as usize), Some(Slot::Occupied(value)) if value.stamp().seq & !DUE == entry.seq)
-    }
-
-    fn discard_stale_tops(&mut self) {
-        for heap in [&mut self.due, &mut self.later] {
-            while let Some(top) = heap.peek() {
-                if Self::is_live(&self.slots, top) {
-                    break;
-                }
-                heap.pop();
-            }
-        }
     }
 
     fn clear_heaps(&mut self) {
@@ -1068,7 +1062,7 @@ mod tests {
                         if let Some(at) = first {
                             let (_, _, key) = model.remove(at);
                             let (id, _) = popped.expect("checked above");
-                            proptest::prop_assert_eq!(id, DeadlineQueue::<Item>::id(key));
+                            proptest::prop_assert_eq!(id, key.id());
                             proptest::prop_assert!(!q.contains(key), "popped {key:?} still held");
                         }
                     }

@@ -290,7 +290,7 @@ impl Harness {
         }
         for (g, job) in &started {
             let key = self.tasks[job.task.0].key;
-            if job.id != DeadlineQueue::<Job<usize>>::id(key) {
+            if job.id != key.id() {
                 self.violations.push(format!(
                     "task {} started with id {}, its key says {:?}",
                     job.task.0, job.id, key
@@ -471,7 +471,7 @@ impl Harness {
         }
         self.groups[g].seen = self.now;
         let at = self.elsewhere();
-        let task = DeadlineQueue::<Job<usize>>::id(self.tasks[id].key);
+        let task = self.tasks[id].key.id();
         let fx = self.pool.finish(g, task, outcome, Some(self.now), at);
         self.apply(Some(g), fx);
     }
