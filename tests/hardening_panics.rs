@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use common::{assert_adds_up, settle};
-use schedgroup::Group;
+use schedgroup::{Group, WaitError};
 use tokio::time::timeout;
 
 const PATIENCE: Duration = Duration::from_secs(10);
@@ -82,23 +82,30 @@ fn bounded<T: Send + 'static>(f: impl AsyncFnOnce() -> T + Send + 'static) -> T 
     }
 }
 
+/// Runs one task that panics with `bomb` in a new group, and checks that it counts once, as
+/// panicked and not cancelled. Returns the group and the error `wait()` gave.
+async fn panic_with(bomb: Bomb) -> (Group, WaitError) {
+    let group = Group::new();
+    group.delay(Duration::ZERO, async move {
+        std::panic::panic_any(bomb);
+    });
+    let err = timeout(PATIENCE, group.wait())
+        .await
+        .expect("wait() hung")
+        .expect_err("the task panicked");
+    assert_eq!(err.panicked(), 1, "{err}");
+    let stats = group.stats();
+    assert_eq!((stats.panicked, stats.cancelled), (1, 0), "{stats:?}");
+    assert_adds_up(stats);
+    (group, err)
+}
+
 #[test]
 fn item3_a_task_panicking_with_a_payload_whose_drop_panics_is_counted_as_panicked() {
     bounded(async || {
-        let group = Group::new();
         let (bomb, drops) = Bomb::new(3);
-        group.delay(Duration::ZERO, async move {
-            std::panic::panic_any(bomb);
-        });
-        let err = timeout(PATIENCE, group.wait())
-            .await
-            .expect("wait() hung")
-            .expect_err("the task panicked");
-        assert_eq!(err.panicked(), 1, "{err}");
+        let (group, err) = panic_with(bomb).await;
         assert!(!err.is_cancelled(), "{err}");
-        let stats = group.stats();
-        assert_eq!((stats.panicked, stats.cancelled), (1, 0), "{stats:?}");
-        assert_adds_up(stats);
         assert_eq!(
             drops.load(Ordering::SeqCst),
             4,
@@ -118,19 +125,8 @@ fn item3_a_task_panicking_with_a_payload_whose_drop_panics_is_counted_as_panicke
 #[test]
 fn item3_a_payload_chain_that_never_ends_is_cut_off_and_counted_once() {
     bounded(async || {
-        let group = Group::new();
         let (bomb, drops) = Bomb::new(u32::MAX);
-        group.delay(Duration::ZERO, async move {
-            std::panic::panic_any(bomb);
-        });
-        let err = timeout(PATIENCE, group.wait())
-            .await
-            .expect("wait() hung")
-            .expect_err("the task panicked");
-        assert_eq!(err.panicked(), 1, "{err}");
-        let stats = group.stats();
-        assert_eq!((stats.panicked, stats.cancelled), (1, 0), "{stats:?}");
-        assert_adds_up(stats);
+        let _ = panic_with(bomb).await;
         let drops = drops.load(Ordering::SeqCst);
         assert!((2..=64).contains(&drops), "{drops} payloads dropped");
     });
