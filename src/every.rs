@@ -224,7 +224,11 @@ impl Every {
     ///   after it: runs at 10, 35, 40, 50 s.
     ///
     /// A run that merely starts late (the cap was full) but ends before the next tick misses
-    /// nothing: the next run is on the grid.
+    /// nothing: the next run is on the grid. A run that could not even begin before the tick
+    /// after its own (a clock jump, a stalled runtime, [`every_at`](crate::Group::every_at) a
+    /// start in the past) counts those missed ticks as it begins, as tokio's `Interval` does
+    /// when such a late tick fires: Delay goes on a period after it began, Skip from the next
+    /// tick of the grid after that, and it does not count them again when it ends.
     ///
     /// # Examples
     ///
@@ -340,17 +344,29 @@ impl Series {
         }
     }
 
-    /// Run `number` begins: `false` if the series was stopped (invariant 3).
-    fn begin(&self, number: u64) -> bool {
+    /// Run `number`, for `tick`, begins at `now` (keys): `None` if the series was stopped
+    /// (invariant 3), else the tick it runs for. That is `tick`, unless the tick after it had
+    /// passed too before this run could begin (a clock jump, a stalled runtime, a start in the
+    /// past): then Delay and Skip rebase the grid here, as tokio's `Interval` does when such a
+    /// late tick fires, so that the run's end does not count the same missed ticks again.
+    fn begin(&self, number: u64, tick: u64, now: u64) -> Option<u64> {
         let mut state = self.lock();
         if state.stopped {
-            return false;
+            return None;
         }
         state.started = number;
         if state.pending.is_some_and(|(pending, _)| pending <= number) {
             state.pending = None;
         }
-        true
+        if now <= tick.saturating_add(self.period) {
+            return Some(tick);
+        }
+        Some(match state.behavior {
+            MissedTickBehavior::Delay => now,
+            // The latest tick of the grid at or before now.
+            MissedTickBehavior::Skip => now - (now - tick) % self.period.max(1),
+            _ => tick,
+        })
     }
 
     /// The tick and deadline of the run after one for `tick` that ended at `now` (keys).
@@ -402,9 +418,11 @@ where
         let mut this = self.project();
         if !*this.begun {
             *this.begun = true;
-            if !this.series.begin(*this.number) {
+            let now = this.series.shared.clock.now();
+            let Some(tick) = this.series.begin(*this.number, *this.tick, now) else {
                 return Poll::Ready(()); // stopped: `make` is dropped with the task.
-            }
+            };
+            *this.tick = tick;
             let Some(make) = this.make.as_mut() else {
                 return Poll::Ready(());
             };
@@ -417,6 +435,8 @@ where
             }
         }
         let mut future = this.future;
+        // Set just before the future is dropped: a panic after it came from that drop.
+        let mut dropping = false;
         let polled = catch_unwind(AssertUnwindSafe(|| {
             let Some(running) = future.as_mut().as_pin_mut() else {
                 return Poll::Ready(());
@@ -427,6 +447,7 @@ where
             // The output and the future are dropped here, caught: a panic in their `Drop`
             // makes this run a panicked one, and the series goes on.
             drop(output);
+            dropping = true;
             future.set(None);
             Poll::Ready(())
         }));
@@ -437,6 +458,13 @@ where
                 Poll::Ready(())
             }
             Err(payload) => {
+                // What is left of a future that panicked goes before its successor can start
+                // (invariant 1): a hand-written future keeps its fields through the unwind.
+                if !dropping {
+                    if let Err(more) = catch_unwind(AssertUnwindSafe(|| future.set(None))) {
+                        task::drop_payload(more);
+                    }
+                }
                 end(this.series, this.make, *this.number, *this.tick);
                 // The group's runner catches this and counts the run as panicked.
                 resume_unwind(payload);

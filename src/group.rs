@@ -212,6 +212,10 @@ impl Group {
     /// A series costs one pending task at a time and one small allocation shared by its runs
     /// and handles: no tokio task and no timer of its own.
     ///
+    /// Ticks are deadlines, kept to about 292 years from the process's first use of the crate
+    /// (see [`delay`](Group::delay)): a series whose next tick lies beyond that (a period of
+    /// centuries, or a paused clock moved past it) runs no more, until it is stopped.
+    ///
     /// **`wait()` and series.** A live series keeps the group busy, like a task that never
     /// ends: [`wait`](Group::wait) resolves only once every series is stopped (and its last
     /// run ended) or the group is cancelled. Stop the series before waiting for the rest.

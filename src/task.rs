@@ -107,7 +107,7 @@ const PAYLOAD_DROPS: usize = 16;
 /// and so on: each is dropped under `catch_unwind` in turn, in a loop rather than by recursion.
 /// A chain still going after [`PAYLOAD_DROPS`] payloads is cut off: the last payload is leaked
 /// (`mem::forget`), since dropping it could panic for ever.
-fn drop_payload(payload: Box<dyn Any + Send>) {
+pub(crate) fn drop_payload(payload: Box<dyn Any + Send>) {
     let mut payload = payload;
     for _ in 0..PAYLOAD_DROPS {
         match catch_unwind(AssertUnwindSafe(move || drop(payload))) {
