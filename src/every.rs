@@ -324,7 +324,7 @@ impl Series {
             begun: false,
             future: None,
         };
-        let key = self.shared.schedule(deadline, task::boxed(run));
+        let key = self.shared.schedule(deadline, run);
         let cancel = {
             let mut state = self.lock();
             if state.stopped {

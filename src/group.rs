@@ -19,16 +19,16 @@ use crate::history::History;
 use crate::limiter::Limiter;
 use crate::shared::Shared;
 use crate::stats::Stats;
-use crate::task::{self, catching};
+use crate::task::catching;
 use crate::throttle::{Throttle, ThrottleOutcome, ThrottleState};
 
 /// A group of futures that run at or after their deadlines, at most
 /// [`max_concurrent`](Builder::max_concurrent) at a time.
 ///
 /// A group keeps its pending tasks in one deadline-ordered queue and runs one monitor task that
-/// sleeps on a single timer until the earliest deadline. A pending task is a boxed future and
-/// 40 bytes of bookkeeping (8 in its box, 32 in the queue); it is not a tokio task and has no
-/// timer of its own. When tasks fall due, the monitor starts them in deadline order (ties in the
+/// sleeps on a single timer until the earliest deadline. A pending task is its future, stored
+/// inline in the queue beside 24 bytes of bookkeeping, with no allocation of its own (futures
+/// over 256 bytes are boxed); it is not a tokio task and has no timer of its own. When tasks fall due, the monitor starts them in deadline order (ties in the
 /// order they were scheduled), as many as the cap allows; the rest stay queued until a slot
 /// frees.
 ///
@@ -189,7 +189,7 @@ impl Group {
         F: Future + Send + 'static,
         F::Output: Send + 'static,
     {
-        let key = self.shared.schedule(deadline, task::boxed(future));
+        let key = self.shared.schedule(deadline, future);
         TaskHandle::new(self.shared.clone(), key)
     }
 
@@ -602,6 +602,7 @@ pub struct Builder {
     name: Option<Box<str>>,
     runtime: Option<Handle>,
     limiter: Option<Limiter>,
+    reserve: usize,
 }
 
 impl Default for Builder {
@@ -619,6 +620,7 @@ impl Builder {
             name: None,
             runtime: None,
             limiter: None,
+            reserve: 0,
         }
     }
 
@@ -657,6 +659,38 @@ impl Builder {
         self
     }
 
+    /// Keeps room for `tasks` pending tasks of each future type, for a group that knows its
+    /// peak: scheduling up to that many costs no allocation and no page fault.
+    ///
+    /// A group stores pending futures by type, each in a slab of its own (every `async` block
+    /// in the source is a type of its own), so the room is kept for each type the group is
+    /// given, from the first time it is given that type: the memory is written then, once, so
+    /// that the kernel maps it before the schedules rather than during them. That first
+    /// schedule of each type writes the whole reserve (24 bytes a slot for a future of up to
+    /// 16 bytes, plus 16 for the deadline heap) under the group's lock; `BENCHMARKS.md` says
+    /// how long that takes. A group that empties gives back the memory beyond the reserve, as one without a
+    /// reserve gives back all of it; a cancelled group gives back all of it. Default: 0.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// use std::time::Duration;
+    /// use schedgroup::Group;
+    ///
+    /// let group = Group::builder().reserve(10_000).build();
+    /// for i in 0..10_000 {
+    ///     group.delay(Duration::from_millis(i % 500), async {});
+    /// }
+    /// group.wait().await.unwrap();
+    /// # }
+    /// ```
+    pub fn reserve(mut self, tasks: usize) -> Self {
+        self.reserve = tasks;
+        self
+    }
+
     /// Creates the group.
     ///
     /// # Panics
@@ -688,6 +722,7 @@ impl Builder {
             self.limiter
                 .as_ref()
                 .map(|limiter| limiter.domain().clone()),
+            self.reserve,
         );
         Group { shared }
     }

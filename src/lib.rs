@@ -38,9 +38,11 @@
 //!
 //! # What a pending task costs
 //!
-//! A pending task is its boxed future, an 8-byte stamp in the same box, and 32 bytes in the
-//! group's queue: no tokio task, no timer, no polling. A future that captures one `Arc` costs
-//! 64 bytes in all. A million pending tasks are one tokio task and one timer. `BENCHMARKS.md`
+//! A pending task is its future, stored inline in the group's queue (one slab per future type)
+//! beside an 8-byte stamp, and a 16-byte entry in a deadline heap: no allocation of its own, no
+//! tokio task, no timer, no polling. A future that captures one `Arc` costs 40 bytes in all. A
+//! future is boxed only when it starts, or when it is scheduled if it is larger than 256 bytes.
+//! A million pending tasks are one tokio task and one timer. `BENCHMARKS.md`
 //! in the repository measures this against the alternatives below.
 //!
 //! # When to use it instead of...

@@ -1,19 +1,36 @@
 //! The group's operations that change the protocol: each calls one transition of the pool
 //! under its lock and carries out the effects after unlocking.
 
+use std::future::Future;
 use std::sync::Arc;
 
 use tokio::time::Instant;
 
 use crate::driver::apply;
 use crate::queue::Key;
+use crate::queue::Pending;
 use crate::shared::Shared;
-use crate::task::{BoxTask, drop_unstarted};
+use crate::task::{BoxTask, Boxed, INLINE_MAX, Inline, drop_unstarted};
 use crate::throttle::{Throttle, ThrottleOutcome, ThrottleState};
 
 impl Shared {
+    /// Adds `future` at `deadline`, stored inline unless it is larger than [`INLINE_MAX`];
+    /// drops it instead if the group is cancelled.
+    pub(crate) fn schedule<F: Future + Send + 'static>(
+        self: &Arc<Self>,
+        deadline: u64,
+        future: F,
+    ) -> Key {
+        // Constant for each `F`: the compiler keeps one branch.
+        if std::mem::size_of::<F>() <= INLINE_MAX {
+            self.store(deadline, Inline(future))
+        } else {
+            self.store(deadline, Boxed::new(future))
+        }
+    }
+
     /// Adds `task` at `deadline`; drops it instead if the group is cancelled.
-    pub(crate) fn schedule(self: &Arc<Self>, deadline: u64, task: BoxTask) -> Key {
+    fn store<V: Pending<BoxTask>>(self: &Arc<Self>, deadline: u64, task: V) -> Key {
         let at = self.at();
         let result = self
             .lock()
@@ -26,7 +43,7 @@ impl Shared {
                 key
             }
             Err((key, task)) => {
-                self.reject(task);
+                self.reject(task.start());
                 key
             }
         }

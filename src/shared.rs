@@ -87,8 +87,8 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
-    /// Creates the group as a member of `domain` (a new private pool if `None`) and starts
-    /// watching `token`.
+    /// Creates the group as a member of `domain` (a new private pool if `None`), with room for
+    /// `reserve` pending tasks of each future type, and starts watching `token`.
     pub(crate) fn new(
         token: CancellationToken,
         clock: Clock,
@@ -96,11 +96,12 @@ impl Shared {
         limit: usize,
         name: Option<Box<str>>,
         domain: Option<Arc<Domain>>,
+        reserve: usize,
     ) -> Arc<Self> {
         let limited = domain.is_some();
         let domain = domain.unwrap_or_else(|| Arc::new(Mutex::new(Pool::new(usize::MAX, false))));
         let shared = Arc::new_cyclic(|me| {
-            let id = lock(&domain).join(me.clone(), limit);
+            let id = lock(&domain).join(me.clone(), limit, reserve);
             Self {
                 domain,
                 id,

@@ -1,5 +1,5 @@
-//! A scheduled future in its box, with the queue stamp in the same allocation, and the
-//! panic-catching wrappers the runner polls and drops it through.
+//! A scheduled future as the queue stores it (inline, or boxed if large) and as a runner
+//! polls it (boxed), and the panic-catching wrappers the runner polls and drops it through.
 
 use std::any::Any;
 use std::future::Future;
@@ -8,63 +8,66 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, Wake, Waker};
 
-use crate::queue::{Stamp, Stamped};
+use crate::queue::Pending;
+
+/// Futures larger than this are boxed when scheduled rather than stored in their type's slab:
+/// a slab slot is as large as the future, and a vacant slot in the middle of a slab keeps its
+/// size until the slab is trimmed, while a boxed future's slot is 24 bytes.
+pub(crate) const INLINE_MAX: usize = 256;
 
 pin_project_lite::pin_project! {
-    /// A user future and its queue stamp. Keeping the stamp here rather than in the slab slot
-    /// keeps the slot at 16 bytes; for small futures the box stays in the same allocator size
-    /// class either way.
-    struct TaskCell<F> {
-        stamp: Stamp,
+    /// A started future, whose output is dropped as it ends.
+    struct Run<F> {
         #[pin]
         future: F,
     }
 }
 
-/// The object-safe face of a [`TaskCell`].
+/// The object-safe face of a [`Run`].
 pub(crate) trait Task: Send {
     fn poll_task(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()>;
-    fn stamp(&self) -> Stamp;
-    fn set_stamp(self: Pin<&mut Self>, stamp: Stamp);
 }
 
-impl<F: Future + Send> Task for TaskCell<F> {
+impl<F: Future + Send> Task for Run<F> {
     /// Polls the future; its output, if any, is dropped here, inside the runner's
     /// `catch_unwind` (a panicking `Drop` of the output makes the task a panicked one).
     fn poll_task(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         self.project().future.poll(cx).map(drop)
     }
-
-    fn stamp(&self) -> Stamp {
-        self.stamp
-    }
-
-    fn set_stamp(self: Pin<&mut Self>, stamp: Stamp) {
-        *self.project().stamp = stamp;
-    }
 }
 
-/// A type-erased, boxed task as the queue stores it.
+/// A type-erased, boxed task as a runner polls it.
 pub(crate) type BoxTask = Pin<Box<dyn Task>>;
 
-/// Boxes `future` for the queue.
-pub(crate) fn boxed<F>(future: F) -> BoxTask
+/// Boxes `future` for a runner.
+fn boxed<F>(future: F) -> BoxTask
 where
     F: Future + Send + 'static,
 {
-    Box::pin(TaskCell {
-        stamp: Stamp::default(),
-        future,
-    })
+    Box::pin(Run { future })
 }
 
-impl Stamped for BoxTask {
-    fn stamp(&self) -> Stamp {
-        (**self).stamp()
-    }
+/// A pending future stored in its type's slab; boxed only when it leaves the queue.
+pub(crate) struct Inline<F>(pub(crate) F);
 
-    fn set_stamp(&mut self, stamp: Stamp) {
-        self.as_mut().set_stamp(stamp);
+impl<F: Future + Send + 'static> Pending<BoxTask> for Inline<F> {
+    fn start(self) -> BoxTask {
+        boxed(self.0)
+    }
+}
+
+/// A pending future too large to store inline ([`INLINE_MAX`]), boxed when scheduled.
+pub(crate) struct Boxed(BoxTask);
+
+impl Boxed {
+    pub(crate) fn new<F: Future + Send + 'static>(future: F) -> Self {
+        Self(boxed(future))
+    }
+}
+
+impl Pending<BoxTask> for Boxed {
+    fn start(self) -> BoxTask {
+        self.0
     }
 }
 

@@ -51,7 +51,7 @@ use tokio::time::Instant;
 
 use crate::history::{Activity, History};
 use crate::limit::Cap;
-use crate::queue::{DeadlineQueue, Drained, Key, Stamped};
+use crate::queue::{DeadlineQueue, Drained, Key, Pending};
 use crate::stats::{Counters, Stats};
 use crate::task::Outcome;
 use crate::throttle::{Throttle, ThrottleOutcome, ThrottleState};
@@ -255,7 +255,7 @@ pub(crate) type MaybeFx<T, G, A> = Option<Fx<T, G, A>>;
 
 /// What [`Pool::schedule`] returns: the task's key and the effects, or, if the group is
 /// cancelled, a key that names nothing and the task back.
-pub(crate) type Scheduled<T, G, A> = Result<(Key, MaybeFx<T, G, A>), (Key, T)>;
+pub(crate) type Scheduled<V, T, G, A> = Result<(Key, MaybeFx<T, G, A>), (Key, V)>;
 
 /// Who waits in line.
 #[derive(Debug)]
@@ -287,7 +287,7 @@ struct Member<T, G> {
     activity: Activity,
 }
 
-impl<T: Stamped, G> Member<T, G> {
+impl<T: 'static, G> Member<T, G> {
     /// The deadline of the earliest task if the member wants a slot for it now (invariant 3).
     fn wants(&mut self) -> Option<u64> {
         if self.cancelled || !self.cap.has_room() {
@@ -400,7 +400,7 @@ pub(crate) struct Pool<T, G, A> {
 
 // ===== impl Pool: members and their tasks =====
 
-impl<T: Stamped, G: Ctx, A> Pool<T, G, A> {
+impl<T: 'static, G: Ctx, A> Pool<T, G, A> {
     /// A pool of `limit` slots: `shared`, a limiter's (its members compete for slots, and it
     /// keeps a history); otherwise a group's private one.
     pub(crate) fn new(limit: usize, shared: bool) -> Self {
@@ -426,11 +426,12 @@ impl<T: Stamped, G: Ctx, A> Pool<T, G, A> {
         self
     }
 
-    /// Adds a group with its own cap `k`; `ctx` is how effects reach it.
-    pub(crate) fn join(&mut self, ctx: G, k: usize) -> MemberId {
+    /// Adds a group with its own cap `k`, whose queue keeps room for `reserve` tasks of each
+    /// type; `ctx` is how effects reach it.
+    pub(crate) fn join(&mut self, ctx: G, k: usize, reserve: usize) -> MemberId {
         let member = Member {
             ctx,
-            queue: DeadlineQueue::new(),
+            queue: DeadlineQueue::with_reserve(reserve),
             cap: Cap::new(k),
             frontier: 0,
             counters: Counters::default(),
@@ -475,14 +476,14 @@ impl<T: Stamped, G: Ctx, A> Pool<T, G, A> {
     /// flag, which is set before the pool hears of it): the key names nothing but has an id of
     /// its own, and the task is counted as pending until the caller has dropped it and called
     /// [`settle_cancelled`](Pool::settle_cancelled).
-    pub(crate) fn schedule(
+    pub(crate) fn schedule<V: Pending<T>>(
         &mut self,
         id: MemberId,
         deadline: u64,
-        task: T,
+        task: V,
         cancelled: bool,
         at: u64,
-    ) -> Scheduled<T, G, A> {
+    ) -> Scheduled<V, T, G, A> {
         let member = self.member(id);
         member.counters.scheduled += 1;
         member.counters.pending += 1;

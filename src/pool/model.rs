@@ -40,7 +40,7 @@
 use proptest::prelude::*;
 use tokio::time::Instant;
 
-use super::tests::{Job, Tag};
+use super::tests::{Job, Other, Tag};
 use super::*;
 
 const HOUR: u64 = 3_600_000;
@@ -104,6 +104,8 @@ enum TaskState {
 struct Task {
     group: MemberId,
     deadline: u64,
+    /// When it was last scheduled or rescheduled: among equal deadlines, earlier goes first.
+    order: usize,
     key: Key,
     state: TaskState,
 }
@@ -148,6 +150,8 @@ struct Harness {
     tasks: Vec<Task>,
     tickets: Vec<(u64, TicketState)>,
     violations: Vec<String>,
+    /// The order the next schedule or reschedule gets.
+    next_order: usize,
 }
 
 impl Harness {
@@ -164,7 +168,7 @@ impl Harness {
             .iter()
             .enumerate()
             .map(|(i, &k)| {
-                assert_eq!(pool.join(Tag(i), k), i);
+                assert_eq!(pool.join(Tag(i), k, 0), i);
                 GroupModel {
                     k,
                     seen: 0,
@@ -188,6 +192,7 @@ impl Harness {
             tasks: Vec::new(),
             tickets: Vec::new(),
             violations: Vec::new(),
+            next_order: 0,
         }
     }
 
@@ -334,6 +339,18 @@ impl Harness {
         if task.state != TaskState::Pending {
             bad.push(format!("task {id} started while {:?}", task.state));
         }
+        let first = self
+            .tasks
+            .iter()
+            .enumerate()
+            .filter(|(_, t)| t.group == g && t.state == TaskState::Pending)
+            .min_by_key(|(_, t)| (t.deadline, t.order))
+            .map(|(first, _)| first);
+        if first != Some(id) {
+            bad.push(format!(
+                "task {id} of group {g} started before {first:?}, earlier by (deadline, order)"
+            ));
+        }
         if task.deadline > self.groups[g].seen {
             bad.push(format!(
                 "task {id} started early: due {}, group {g}'s clock at {}",
@@ -404,15 +421,25 @@ impl Harness {
     fn schedule(&mut self, g: MemberId, offset: i64) {
         let deadline = self.now.saturating_add_signed(offset);
         let id = self.tasks.len();
-        let job = Job::new(id);
         let at = self.elsewhere();
-        let result = self.pool.schedule(g, deadline, job, false, at);
+        // Two task types, stored in two lanes of the group's queue: the order across them is
+        // checked at every start.
+        let result = if self.tasks.len() % 3 == 0 {
+            self.pool
+                .schedule(g, deadline, Other(id), false, at)
+                .map_err(|(key, other)| (key, other.start()))
+        } else {
+            self.pool.schedule(g, deadline, Job::new(id), false, at)
+        };
+        let order = self.next_order;
+        self.next_order += 1;
         self.groups[g].scheduled += 1;
         match result {
             Ok((key, fx)) => {
                 self.tasks.push(Task {
                     group: g,
                     deadline,
+                    order,
                     key,
                     state: TaskState::Pending,
                 });
@@ -430,6 +457,7 @@ impl Harness {
                 self.tasks.push(Task {
                     group: g,
                     deadline,
+                    order,
                     key,
                     state: TaskState::Cancelled,
                 });
@@ -508,6 +536,8 @@ impl Harness {
                     match self.pool.reschedule(g, key, deadline, at) {
                         Some(fx) => {
                             self.tasks[id].deadline = deadline;
+                            self.tasks[id].order = self.next_order;
+                            self.next_order += 1;
                             if let Some(fx) = fx {
                                 self.apply(Some(g), fx);
                             }

@@ -1,24 +1,30 @@
 //! Single transitions of the protocol, one rule each.
 
 use super::*;
-use crate::queue::Stamp;
 
-/// A task as the tests store it: a name (or an id) and its queue stamp.
+/// A task as the tests store it and start it: a name (or an id).
 #[derive(Debug)]
-pub(super) struct Job<N>(pub(super) N, Stamp);
+pub(super) struct Job<N>(pub(super) N);
 
 impl<N> Job<N> {
     pub(super) fn new(name: N) -> Self {
-        Self(name, Stamp::default())
+        Self(name)
     }
 }
 
-impl<N> Stamped for Job<N> {
-    fn stamp(&self) -> Stamp {
-        self.1
+impl<N: Send + 'static> Pending<Job<N>> for Job<N> {
+    fn start(self) -> Self {
+        self
     }
-    fn set_stamp(&mut self, stamp: Stamp) {
-        self.1 = stamp;
+}
+
+/// A second task type, stored in a lane of its own, that starts as a [`Job`].
+#[derive(Debug)]
+pub(super) struct Other<N>(pub(super) N);
+
+impl<N: Send + 'static> Pending<Job<N>> for Other<N> {
+    fn start(self) -> Job<N> {
+        Job(self.0)
     }
 }
 
@@ -40,7 +46,7 @@ type E = Fx<Job<&'static str>, Tag, &'static str>;
 fn pool(limit: usize, ks: &[usize], now: u64) -> P {
     let mut p = P::new(limit, true);
     for (i, &k) in ks.iter().enumerate() {
-        assert_eq!(p.join(Tag(i), k), i);
+        assert_eq!(p.join(Tag(i), k, 0), i);
         let (_, fx) = p.step(i, now);
         assert!(fx.is_empty());
     }
@@ -217,7 +223,7 @@ fn a_cancelled_group_leaves_the_line_and_its_running_tasks_hand_their_slots_on()
 #[test]
 fn a_private_burst_is_started_a_budget_at_a_time_by_the_monitor() {
     let mut p = P::new(usize::MAX, false);
-    assert_eq!(p.join(Tag(0), 0), 0);
+    assert_eq!(p.join(Tag(0), 0, 0), 0);
     for _ in 0..2 * BUDGET + 10 {
         let _ = schedule(&mut p, 0, 0, "t");
     }
