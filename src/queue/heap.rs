@@ -2,7 +2,6 @@
 //! heap that orders the lanes by their earliest entry.
 
 use std::cmp::Ordering;
-use std::collections::BinaryHeap;
 
 /// One heap entry: a value's deadline, its schedule order and its slot in the lane. The heap
 /// pops the smallest `(deadline, seq)` first.
@@ -44,12 +43,19 @@ impl PartialOrd for Entry {
 
 // ===== impl Heap =====
 
-/// A min-heap of entries by `(deadline, seq)`: the standard binary heap, whose pop does one
-/// comparison a level on the way down (it sifts the hole to the bottom, then the last entry
-/// up). It keeps room for `reserve` entries however few it holds.
+/// How many children a heap node has. Four halves the levels a pop walks down against a binary
+/// heap, and a node's children sit side by side (64 bytes of entries); `BENCHMARKS.md` has the
+/// measurements against the standard `BinaryHeap` (`cargo bench --bench heap`).
+const ARITY: usize = 4;
+
+/// A min-heap of entries by `(deadline, seq)`: a 4-ary heap in a `Vec`, the children of node
+/// `i` at `ARITY * i + 1 ..= ARITY * i + ARITY`. A pop moves the hole at the root down to a leaf
+/// along the least children, one level at a time, then puts the last entry in it and sifts that
+/// up (usually not at all): fewer comparisons than sifting the last entry down. It keeps room
+/// for `reserve` entries however few it holds.
 #[derive(Debug, Default)]
 pub(super) struct Heap {
-    entries: BinaryHeap<Entry>,
+    entries: Vec<Entry>,
     reserve: usize,
 }
 
@@ -64,21 +70,15 @@ impl Heap {
         };
         let mut entries = vec![blank; reserve];
         entries.clear();
-        Self {
-            entries: BinaryHeap::from(entries),
-            reserve,
-        }
+        Self { entries, reserve }
     }
 
-    /// A heap of `entries`, which are sorted by `(deadline, seq)`.
+    /// A heap of `entries`, which are sorted by `(deadline, seq)`: a sorted array is a heap.
     pub(super) fn from_sorted(entries: Vec<Entry>, reserve: usize) -> Self {
         debug_assert!(entries.is_sorted_by_key(Entry::key));
         let mut entries = entries;
         entries.reserve(reserve.saturating_sub(entries.len()));
-        Self {
-            entries: BinaryHeap::from(entries),
-            reserve,
-        }
+        Self { entries, reserve }
     }
 
     pub(super) fn len(&self) -> usize {
@@ -87,19 +87,58 @@ impl Heap {
 
     /// The entries, in no particular order.
     pub(super) fn as_slice(&self) -> &[Entry] {
-        self.entries.as_slice()
+        &self.entries
     }
 
     pub(super) fn peek(&self) -> Option<&Entry> {
-        self.entries.peek()
+        self.entries.first()
     }
 
     pub(super) fn push(&mut self, entry: Entry) {
         self.entries.push(entry);
+        self.sift_up(self.entries.len() - 1);
     }
 
     pub(super) fn pop(&mut self) -> Option<Entry> {
-        self.entries.pop()
+        let last = self.entries.pop()?;
+        if self.entries.is_empty() {
+            return Some(last);
+        }
+        let top = self.entries[0];
+        let len = self.entries.len();
+        let mut hole = 0;
+        loop {
+            let first = ARITY * hole + 1;
+            if first >= len {
+                break;
+            }
+            let end = (first + ARITY).min(len);
+            let mut least = first;
+            for child in first + 1..end {
+                if self.entries[child].key() < self.entries[least].key() {
+                    least = child;
+                }
+            }
+            self.entries[hole] = self.entries[least];
+            hole = least;
+        }
+        self.entries[hole] = last;
+        self.sift_up(hole);
+        Some(top)
+    }
+
+    /// Moves the entry at `at` up past every parent it comes before.
+    fn sift_up(&mut self, mut at: usize) {
+        let entry = self.entries[at];
+        while at > 0 {
+            let parent = (at - 1) / ARITY;
+            if entry.key() >= self.entries[parent].key() {
+                break;
+            }
+            self.entries[at] = self.entries[parent];
+            at = parent;
+        }
+        self.entries[at] = entry;
     }
 
     /// Empties the heap and gives back all room but the reserve.
@@ -111,10 +150,39 @@ impl Heap {
     /// Keeps the entries `keep` accepts, rebuilds the heap in O(n) and gives back spare room.
     pub(super) fn retain(&mut self, keep: impl FnMut(&Entry) -> bool) {
         self.entries.retain(keep);
-        if self.entries.capacity() > 4 * self.entries.len().max(self.reserve) {
-            self.entries
-                .shrink_to((2 * self.entries.len()).max(self.reserve));
+        // Floyd's construction: sift each parent down, from the last one to the root.
+        let len = self.entries.len();
+        for at in (0..len.div_ceil(ARITY)).rev() {
+            self.sift_down(at);
         }
+        if self.entries.capacity() > 4 * len.max(self.reserve) {
+            self.entries.shrink_to((2 * len).max(self.reserve));
+        }
+    }
+
+    /// Moves the entry at `at` down below every child that comes before it.
+    fn sift_down(&mut self, mut at: usize) {
+        let len = self.entries.len();
+        let entry = self.entries[at];
+        loop {
+            let first = ARITY * at + 1;
+            if first >= len {
+                break;
+            }
+            let end = (first + ARITY).min(len);
+            let mut least = first;
+            for child in first + 1..end {
+                if self.entries[child].key() < self.entries[least].key() {
+                    least = child;
+                }
+            }
+            if entry.key() <= self.entries[least].key() {
+                break;
+            }
+            self.entries[at] = self.entries[least];
+            at = least;
+        }
+        self.entries[at] = entry;
     }
 
     #[cfg(test)]

@@ -1,5 +1,6 @@
 //! The queue's invariants, one test each, and a property test against a list model.
 
+use super::heap::Heap;
 use super::lane::{MIN_SWEEP, MIN_TRIM, Slot};
 use super::*;
 /// A value as the tests store it: a name.
@@ -529,4 +530,52 @@ fn a_reserved_lane_keeps_its_room_when_it_empties_and_gives_back_the_rest() {
         (lane(&q).slots.capacity(), lane(&q).later.capacity()),
         (0, 0)
     );
+}
+
+#[derive(Debug, Clone)]
+enum HeapOp {
+    Push(u64),
+    Pop,
+    /// Keeps the entries whose slot is not a multiple of the value.
+    Retain(u32),
+}
+
+fn heap_op() -> impl proptest::strategy::Strategy<Value = HeapOp> {
+    use proptest::prelude::*;
+    prop_oneof![
+        6 => (0u64..20).prop_map(HeapOp::Push),
+        4 => Just(HeapOp::Pop),
+        1 => (2u32..5).prop_map(HeapOp::Retain),
+    ]
+}
+
+proptest::proptest! {
+    /// The 4-ary heap against a sorted list: every pop is the least `(deadline, seq)`,
+    /// through pushes with many equal deadlines and rebuilds after `retain`.
+    #[test]
+    fn the_heap_pops_what_a_sorted_list_would(ops in proptest::collection::vec(heap_op(), 1..400)) {
+        let mut heap = Heap::default();
+        let mut model: Vec<Entry> = Vec::new();
+        for (seq, op) in (1u32..).zip(ops) {
+            match op {
+                HeapOp::Push(deadline) => {
+                    let entry = Entry { deadline, seq, slot: seq };
+                    heap.push(entry);
+                    model.push(entry);
+                }
+                HeapOp::Pop => {
+                    model.sort_by_key(Entry::key);
+                    let expected = (!model.is_empty()).then(|| model.remove(0));
+                    proptest::prop_assert_eq!(heap.pop().map(|e| e.key()), expected.map(|e| e.key()));
+                }
+                HeapOp::Retain(m) => {
+                    heap.retain(|e| e.slot % m != 0);
+                    model.retain(|e| e.slot % m != 0);
+                }
+            }
+            proptest::prop_assert_eq!(heap.len(), model.len());
+            let least = model.iter().map(Entry::key).min();
+            proptest::prop_assert_eq!(heap.peek().map(Entry::key), least);
+        }
+    }
 }
