@@ -385,6 +385,86 @@ async fn contention(variant: &str) -> Metrics {
     )]
 }
 
+/// Cancel and reschedule by handle: a million far-future tasks are each moved later once, then
+/// each cancelled, through what a user keeps for that: a `TaskHandle`, a `DelayQueue` key (with
+/// the queue behind its mutex, as a scheduler shared between threads needs), a tokio
+/// `JoinHandle` or `AbortHandle` (`abort()`; a spawned sleep cannot be moved).
+async fn handles(variant: &str) -> Metrics {
+    const N: usize = 1_000_000;
+    let rt = Handle::current();
+    let counter = Arc::new(AtomicU64::new(0));
+    let at = Instant::now() + FAR;
+    let later = at + FAR;
+    let work = || {
+        let counter = counter.clone();
+        async move {
+            counter.fetch_add(1, Ordering::Relaxed);
+        }
+    };
+    let per_task = |start: std::time::Instant| start.elapsed().as_nanos() as f64 / N as f64;
+    match variant {
+        "group" => {
+            let group = Group::builder().runtime(rt).build();
+            let handles: Vec<_> = (0..N).map(|_| group.schedule(at, work())).collect();
+            let start = std::time::Instant::now();
+            for handle in &handles {
+                assert!(handle.reschedule(later));
+            }
+            let reschedule = per_task(start);
+            let start = std::time::Instant::now();
+            for handle in &handles {
+                assert!(handle.cancel());
+            }
+            vec![
+                ("ns_per_reschedule", reschedule),
+                ("ns_per_cancel", per_task(start)),
+            ]
+        }
+        "delayqueue" => {
+            let queue: Mutex<DelayQueue<BoxFut>> = Mutex::new(DelayQueue::new());
+            let keys: Vec<_> = (0..N)
+                .map(|_| queue.lock().unwrap().insert_at(Box::pin(work()), at))
+                .collect();
+            let start = std::time::Instant::now();
+            for key in &keys {
+                queue.lock().unwrap().reset_at(key, later);
+            }
+            let reschedule = per_task(start);
+            let start = std::time::Instant::now();
+            for key in &keys {
+                let removed = queue.lock().unwrap().remove(key);
+                drop(removed);
+            }
+            vec![
+                ("ns_per_reschedule", reschedule),
+                ("ns_per_cancel", per_task(start)),
+            ]
+        }
+        "naive" => {
+            let handles: Vec<_> = (0..N)
+                .map(|_| rt.spawn(sleep_then(at, None, work())))
+                .collect();
+            let start = std::time::Instant::now();
+            for handle in &handles {
+                handle.abort();
+            }
+            vec![("ns_per_cancel", per_task(start))]
+        }
+        "joinset" => {
+            let mut set = JoinSet::new();
+            let handles: Vec<_> = (0..N)
+                .map(|_| set.spawn_on(sleep_then(at, None, work()), &rt))
+                .collect();
+            let start = std::time::Instant::now();
+            for handle in &handles {
+                handle.abort();
+            }
+            vec![("ns_per_cancel", per_task(start))]
+        }
+        other => panic!("unknown variant {other}"),
+    }
+}
+
 async fn growth(variant: &str, pending: u64) -> Metrics {
     // Many short batches, median: one batch is ~0.1 ms, so a hiccup spoils one, not the result.
     const BATCH: u64 = 1_000;
@@ -423,6 +503,7 @@ fn child(scenario: &str, variant: &str) {
             "burst" => burst(variant).await,
             "lateness" => lateness(variant).await,
             "contention" => contention(variant).await,
+            "handles" => handles(variant).await,
             s if s.starts_with("growth_") => {
                 let n = s["growth_".len()..].parse().expect("growth_<pending>");
                 growth(variant, n).await
@@ -463,6 +544,10 @@ fn labels(scenario: &str) -> &'static [(&'static str, &'static str)] {
             ("p999_us", "p99.9 late (µs)"),
             ("max_us", "max late (µs)"),
             ("early", "started early"),
+        ],
+        "handles" => &[
+            ("ns_per_reschedule", "reschedule by handle (ns/task)"),
+            ("ns_per_cancel", "cancel by handle (ns/task)"),
         ],
         _ => &[("ns_per_schedule", "schedule (ns/task)")],
     }
@@ -576,6 +661,7 @@ fn main() {
         "burst",
         "lateness",
         "contention",
+        "handles",
         "growth_1000",
         "growth_100000",
         "growth_1000000",

@@ -2,6 +2,7 @@
 //! heap that orders the lanes by their earliest entry.
 
 use std::cmp::Ordering;
+use std::collections::VecDeque;
 
 /// One heap entry: a value's deadline, its schedule order and its slot in the lane. The heap
 /// pops the smallest `(deadline, seq)` first.
@@ -43,19 +44,27 @@ impl PartialOrd for Entry {
 
 // ===== impl Heap =====
 
-/// How many children a heap node has. Four halves the levels a pop walks down against a binary
-/// heap, and a node's children sit side by side (64 bytes of entries); `BENCHMARKS.md` has the
-/// measurements against the standard `BinaryHeap` (`cargo bench --bench heap`).
+/// How many children a node of the 4-ary part has. Four halves the levels a pop walks down
+/// against a binary heap, and a node's children sit side by side (64 bytes of entries);
+/// `BENCHMARKS.md` has the measurements against the standard `BinaryHeap`
+/// (`cargo bench --bench heap`).
 const ARITY: usize = 4;
 
-/// A min-heap of entries by `(deadline, seq)`: a 4-ary heap in a `Vec`, the children of node
-/// `i` at `ARITY * i + 1 ..= ARITY * i + ARITY`. A pop moves the hole at the root down to a leaf
-/// along the least children, one level at a time, then puts the last entry in it and sifts that
-/// up (usually not at all): fewer comparisons than sifting the last entry down. It keeps room
-/// for `reserve` entries however few it holds.
+/// A min-heap of entries by `(deadline, seq)`, in two parts: `run`, entries that came in
+/// ascending order, in a queue; and `quad`, the rest, in a 4-ary heap. The least entry is the
+/// front of `run` or the top of `quad`.
+///
+/// Most schedules come in ascending order (a burst scheduled for one instant, each task with
+/// the same delay, a retry loop's growing deadlines): for them a push is an append and a pop a
+/// pop from the front, O(1), with no walk down a tree through cold memory. An entry that comes
+/// before the end of the run goes to `quad`, which costs what any heap does.
+///
+/// It keeps room for `reserve` entries in each part however few it holds.
 #[derive(Debug, Default)]
 pub(super) struct Heap {
-    entries: Vec<Entry>,
+    /// Ascending by `(deadline, seq)`.
+    run: VecDeque<Entry>,
+    quad: Quad,
     reserve: usize,
 }
 
@@ -63,37 +72,109 @@ impl Heap {
     /// An empty heap with room for `reserve` entries, written once now so that the pages are
     /// faulted in before the first push rather than during it.
     pub(super) fn with_reserve(reserve: usize) -> Self {
-        let blank = Entry {
-            deadline: 0,
-            seq: 0,
-            slot: 0,
-        };
-        let mut entries = vec![blank; reserve];
-        entries.clear();
-        Self { entries, reserve }
+        Self {
+            run: VecDeque::from(touched(reserve)),
+            quad: Quad {
+                entries: touched(reserve),
+            },
+            reserve,
+        }
     }
 
-    /// A heap of `entries`, which are sorted by `(deadline, seq)`: a sorted array is a heap.
+    /// A heap of `entries`, which are sorted by `(deadline, seq)`: they make the run.
     pub(super) fn from_sorted(entries: Vec<Entry>, reserve: usize) -> Self {
         debug_assert!(entries.is_sorted_by_key(Entry::key));
-        let mut entries = entries;
-        entries.reserve(reserve.saturating_sub(entries.len()));
-        Self { entries, reserve }
+        let mut run = VecDeque::from(entries);
+        run.reserve(reserve.saturating_sub(run.len()));
+        Self {
+            run,
+            quad: Quad {
+                entries: Vec::with_capacity(reserve),
+            },
+            reserve,
+        }
     }
 
     pub(super) fn len(&self) -> usize {
-        self.entries.len()
+        self.run.len() + self.quad.entries.len()
     }
 
     /// The entries, in no particular order.
-    pub(super) fn as_slice(&self) -> &[Entry] {
-        &self.entries
+    pub(super) fn iter(&self) -> impl Iterator<Item = &Entry> {
+        self.run.iter().chain(&self.quad.entries)
     }
 
     pub(super) fn peek(&self) -> Option<&Entry> {
-        self.entries.first()
+        match (self.run.front(), self.quad.entries.first()) {
+            (Some(run), Some(quad)) if quad.key() < run.key() => Some(quad),
+            (None, quad) => quad,
+            (run, _) => run,
+        }
     }
 
+    pub(super) fn push(&mut self, entry: Entry) {
+        match self.run.back() {
+            Some(last) if entry.key() < last.key() => self.quad.push(entry),
+            _ => self.run.push_back(entry),
+        }
+    }
+
+    pub(super) fn pop(&mut self) -> Option<Entry> {
+        match (self.run.front(), self.quad.entries.first()) {
+            (Some(run), Some(quad)) if quad.key() < run.key() => self.quad.pop(),
+            (None, _) => self.quad.pop(),
+            _ => self.run.pop_front(),
+        }
+    }
+
+    /// Empties the heap and gives back all room but the reserve.
+    pub(super) fn clear(&mut self) {
+        self.run.clear();
+        self.run.shrink_to(self.reserve);
+        self.quad.entries.clear();
+        self.quad.entries.shrink_to(self.reserve);
+    }
+
+    /// Keeps the entries `keep` accepts, rebuilds the heap in O(n) and gives back spare room.
+    pub(super) fn retain(&mut self, mut keep: impl FnMut(&Entry) -> bool) {
+        // A subsequence of an ascending run is ascending.
+        self.run.retain(&mut keep);
+        let len = self.run.len();
+        if self.run.capacity() > 4 * len.max(self.reserve) {
+            self.run.shrink_to((2 * len).max(self.reserve));
+        }
+        self.quad.retain(keep, self.reserve);
+    }
+
+    /// The room of each part.
+    #[cfg(test)]
+    pub(super) fn capacity(&self) -> (usize, usize) {
+        (self.run.capacity(), self.quad.entries.capacity())
+    }
+}
+
+/// A `Vec` with room for `reserve` entries, each written once, and empty.
+fn touched(reserve: usize) -> Vec<Entry> {
+    let blank = Entry {
+        deadline: 0,
+        seq: 0,
+        slot: 0,
+    };
+    let mut entries = vec![blank; reserve];
+    entries.clear();
+    entries
+}
+
+/// A 4-ary min-heap in a `Vec`: the children of node `i` at `ARITY * i + 1 ..= ARITY * i +
+/// ARITY`. A pop moves the hole at the root down to a leaf along the least children, one level
+/// at a time, then puts the last entry in it and sifts that up (usually not at all): fewer
+/// comparisons than sifting the last entry down.
+#[derive(Debug, Default)]
+pub(super) struct Quad {
+    entries: Vec<Entry>,
+}
+
+impl Quad {
     pub(super) fn push(&mut self, entry: Entry) {
         self.entries.push(entry);
         self.sift_up(self.entries.len() - 1);
@@ -112,19 +193,25 @@ impl Heap {
             if first >= len {
                 break;
             }
-            let end = (first + ARITY).min(len);
-            let mut least = first;
-            for child in first + 1..end {
-                if self.entries[child].key() < self.entries[least].key() {
-                    least = child;
-                }
-            }
+            let least = self.least_child(first, len);
             self.entries[hole] = self.entries[least];
             hole = least;
         }
         self.entries[hole] = last;
         self.sift_up(hole);
         Some(top)
+    }
+
+    /// The least of the children from `first` on (at most `ARITY` of them, below `len`).
+    fn least_child(&self, first: usize, len: usize) -> usize {
+        let end = (first + ARITY).min(len);
+        let mut least = first;
+        for child in first + 1..end {
+            if self.entries[child].key() < self.entries[least].key() {
+                least = child;
+            }
+        }
+        least
     }
 
     /// Moves the entry at `at` up past every parent it comes before.
@@ -141,22 +228,17 @@ impl Heap {
         self.entries[at] = entry;
     }
 
-    /// Empties the heap and gives back all room but the reserve.
-    pub(super) fn clear(&mut self) {
-        self.entries.clear();
-        self.entries.shrink_to(self.reserve);
-    }
-
-    /// Keeps the entries `keep` accepts, rebuilds the heap in O(n) and gives back spare room.
-    pub(super) fn retain(&mut self, keep: impl FnMut(&Entry) -> bool) {
+    /// Keeps the entries `keep` accepts and rebuilds the heap in O(n) (Floyd: each parent sifted
+    /// down, from the last one to the root); gives back room beyond twice the length or
+    /// `reserve`.
+    fn retain(&mut self, keep: impl FnMut(&Entry) -> bool, reserve: usize) {
         self.entries.retain(keep);
-        // Floyd's construction: sift each parent down, from the last one to the root.
         let len = self.entries.len();
         for at in (0..len.div_ceil(ARITY)).rev() {
             self.sift_down(at);
         }
-        if self.entries.capacity() > 4 * len.max(self.reserve) {
-            self.entries.shrink_to((2 * len).max(self.reserve));
+        if self.entries.capacity() > 4 * len.max(reserve) {
+            self.entries.shrink_to((2 * len).max(reserve));
         }
     }
 
@@ -169,13 +251,7 @@ impl Heap {
             if first >= len {
                 break;
             }
-            let end = (first + ARITY).min(len);
-            let mut least = first;
-            for child in first + 1..end {
-                if self.entries[child].key() < self.entries[least].key() {
-                    least = child;
-                }
-            }
+            let least = self.least_child(first, len);
             if entry.key() <= self.entries[least].key() {
                 break;
             }
@@ -183,11 +259,6 @@ impl Heap {
             at = least;
         }
         self.entries[at] = entry;
-    }
-
-    #[cfg(test)]
-    pub(super) fn capacity(&self) -> usize {
-        self.entries.capacity()
     }
 }
 

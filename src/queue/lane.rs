@@ -269,7 +269,7 @@ impl<V> Lane<V> {
 
     /// The live entries, each with `lane`, in no particular order.
     pub(super) fn live_entries(&self, lane: u32, out: &mut Vec<(Entry, u32)>) {
-        for entry in self.due.as_slice().iter().chain(self.later.as_slice()) {
+        for entry in self.due.iter().chain(self.later.iter()) {
             if self.is_live(entry) {
                 out.push((*entry, lane));
             }
