@@ -47,7 +47,7 @@ fn heaps(c: &mut Criterion) {
         let input = entries(random);
         g.bench_with_input(BenchmarkId::new("push/4-ary", name), &input, |b, input| {
             b.iter_batched(
-                || Heap::with_reserve(input.len()),
+                || Heap::reserved(input.len(), false).unwrap(),
                 |mut heap| {
                     for &entry in input {
                         heap.push(entry);
@@ -72,7 +72,7 @@ fn heaps(c: &mut Criterion) {
         g.bench_with_input(BenchmarkId::new("pop/4-ary", name), &input, |b, input| {
             b.iter_batched(
                 || {
-                    let mut heap = Heap::with_reserve(input.len());
+                    let mut heap = Heap::reserved(input.len(), false).unwrap();
                     for &entry in input {
                         heap.push(entry);
                     }

@@ -660,16 +660,24 @@ impl Builder {
     }
 
     /// Keeps room for `tasks` pending tasks of each future type, for a group that knows its
-    /// peak: scheduling up to that many costs no allocation and no page fault.
+    /// peak: scheduling up to that many costs no allocation, and, for schedules in ascending
+    /// deadline order (a burst for one instant, a fixed delay), no page fault either.
     ///
-    /// A group stores pending futures by type, each in a slab of its own (every `async` block
-    /// in the source is a type of its own), so the room is kept for each type the group is
-    /// given, from the first time it is given that type: the memory is written then, once, so
-    /// that the kernel maps it before the schedules rather than during them. That first
-    /// schedule of each type writes the whole reserve (24 bytes a slot for a future of up to
-    /// 16 bytes, plus 16 for the deadline heap) under the group's lock; `BENCHMARKS.md` says
-    /// how long that takes. A group that empties gives back the memory beyond the reserve, as one without a
-    /// reserve gives back all of it; a cancelled group gives back all of it. Default: 0.
+    /// A group stores pending futures by type, each type in a slab of its own (every `async`
+    /// block in the source is a type of its own), so the room is kept for each type the group
+    /// is given, from the first time it is given that type. That first schedule makes the
+    /// type's storage outside the group's lock (which a [`Limiter`] shares) and writes the slab
+    /// and the queue of ascending deadlines once, so that the kernel maps their pages then
+    /// rather than during the schedules: 40 bytes a task for a future of up to 16 bytes, about
+    /// 1.5 ms per 100,000 tasks on the machine of `BENCHMARKS.md`. The heaps for deadlines out
+    /// of order and for tasks already due are reserved (48 bytes a task of address space) but
+    /// written only when used.
+    ///
+    /// A group that empties gives back the memory beyond the reserve (one without a reserve
+    /// keeps at most a few hundred bytes per future type, so that emptying and refilling does
+    /// not allocate every time); a cancelled group gives back all of it. If the allocator
+    /// cannot give the room asked for, the type goes without a reserve: the group still works.
+    /// Default: 0.
     ///
     /// # Examples
     ///

@@ -8,7 +8,7 @@ use tokio::time::Instant;
 
 use crate::driver::apply;
 use crate::queue::Key;
-use crate::queue::Pending;
+use crate::queue::{Pending, Prepared};
 use crate::shared::Shared;
 use crate::task::{BoxTask, Boxed, INLINE_MAX, Inline, drop_unstarted};
 use crate::throttle::{Throttle, ThrottleOutcome, ThrottleState};
@@ -32,9 +32,19 @@ impl Shared {
     /// Adds `task` at `deadline`; drops it instead if the group is cancelled.
     fn store<V: Pending<BoxTask>>(self: &Arc<Self>, deadline: u64, task: V) -> Key {
         let at = self.at();
-        let result = self
-            .lock()
-            .schedule(self.id, deadline, task, self.cancel.is_cancelled(), at);
+        let mut pool = self.lock();
+        let mut spare = None;
+        if let Some(reserve) = pool.lane_wanted::<V>(self.id) {
+            // The first task of its type in a group with a reserve: the type's lane, whose
+            // room is written now, is made outside the lock (which a limiter shares).
+            drop(pool);
+            let lane = Prepared::new::<V>(reserve);
+            pool = self.lock();
+            spare = pool.install(self.id, lane);
+        }
+        let result = pool.schedule(self.id, deadline, task, self.cancel.is_cancelled(), at);
+        drop(pool);
+        drop(spare);
         match result {
             Ok((key, fx)) => {
                 if let Some(fx) = fx {

@@ -4,8 +4,11 @@
 //! across types, stale handles, `Builder::reserve` with odd values, futures whose `Drop` uses
 //! the group while it is drained, runtime shutdown, races, and memory given back.
 //!
-//! Tests that found a defect are `#[ignore = "defect: ..."]`; run them with
-//! `cargo test --test hostile_inline -- --ignored`.
+//! Five of these found defects, all fixed since: `reserve(usize::MAX)` panicked in `schedule()`
+//! after counting the task (so `wait()` hung); `reserve(1 << 40)` aborted the process; a
+//! cancelled group kept its reserve's heap room; an emptied lane kept up to 256 slots of its
+//! type; schedules within the reserve allocated once `history()` had moved tasks to the due
+//! heap.
 
 mod common;
 
@@ -862,7 +865,6 @@ fn a_reserve_with_zero_sized_and_boundary_sized_futures_works() {
 /// lock, after the pool counted the task as scheduled and pending. Nothing ever takes it off
 /// `pending`, so `wait()` hangs, even after `cancel()`.
 #[test]
-#[ignore = "defect: reserve(usize::MAX) panics in schedule() after counting the task pending; wait() then hangs for ever, even after cancel()"]
 fn reserve_usize_max_neither_panics_nor_strands_wait() {
     current_thread(true).block_on(async {
         let group = Group::builder().reserve(usize::MAX).build();
@@ -944,7 +946,6 @@ fn child_reserve_of_2_pow_40() {
 /// allocator for them, which refuses, and Rust's `handle_alloc_error` aborts the process: no
 /// panic to catch, every group of the process gone.
 #[test]
-#[ignore = "defect: reserve(1 << 40) aborts the whole process (allocation failure) at the first schedule"]
 fn reserve_of_2_pow_40_does_not_abort_the_process() {
     let (status, stdout, stderr) = run_child("child_reserve_of_2_pow_40");
     assert!(
@@ -957,12 +958,14 @@ fn reserve_of_2_pow_40_does_not_abort_the_process() {
 
 /// Heap bytes this thread still holds, with the group alive, after `work` ran on a fresh
 /// group built with `reserve` and the runtime settled; measured from just before the build.
-fn held_after(reserve: usize, work: impl AsyncFnOnce(&Group)) -> isize {
+fn held_after(reserve: usize, work: impl AsyncFn(&Group)) -> isize {
     let rt = current_thread(true);
     rt.block_on(async {
-        // Warm the runtime (timer wheel, task slabs) with the same work on a throwaway group.
+        // Warm the runtime (timer wheel, task slabs, its run queue, which keeps the room the
+        // most tasks ready at once needed) with the same work on a throwaway group.
         let warm = Group::new();
         work_twice_guard(&warm).await;
+        work(&warm).await;
         drop(warm);
         settle().await;
         let before = live_bytes();
@@ -988,7 +991,6 @@ async fn work_twice_guard(group: &Group) {
 /// reserve: 16 bytes a task of the reserve stay held per future type until the group is
 /// dropped.
 #[test]
-#[ignore = "defect: a cancelled group keeps its reserve's deadline-heap room (16 B x reserve per future type) until dropped"]
 fn a_cancelled_group_gives_back_its_reserve() {
     async fn work(group: &Group) {
         group.delay(Duration::from_secs(3600), tagged::<11>());
@@ -1011,7 +1013,6 @@ fn a_cancelled_group_gives_back_its_reserve() {
 /// futures, 256 x 264 B = 66 KiB per future type, for as long as the group lives (the old
 /// single slab kept at most 256 x 24 B = 6 KiB per group). Eight such types: 528 KiB.
 #[test]
-#[ignore = "defect: an emptied group without reserve keeps up to 256 slots per future type (66 KiB per 256-byte type)"]
 fn an_emptied_group_without_reserve_gives_back_its_slabs() {
     let held = held_after(0, async |group: &Group| {
         let at = Instant::now() + ms(10);
@@ -1059,7 +1060,6 @@ fn schedules_within_the_reserve_allocate_nothing() {
 /// has been asked (a dashboard): the queue's frontier moves to now, and tasks due by then go
 /// to each lane's `due` heap, which has no reserve and grows by allocation.
 #[test]
-#[ignore = "defect: after history(), schedules of due tasks allocate (the lane's due heap has no reserve)"]
 fn schedules_within_the_reserve_allocate_nothing_after_history() {
     current_thread(true).block_on(async {
         let group = Group::builder().reserve(1000).max_concurrent(0).build();

@@ -51,7 +51,7 @@ use tokio::time::Instant;
 
 use crate::history::{Activity, History};
 use crate::limit::Cap;
-use crate::queue::{DeadlineQueue, Drained, Key, Pending};
+use crate::queue::{DeadlineQueue, Drained, Key, Pending, Prepared};
 use crate::stats::{Counters, Stats};
 use crate::task::Outcome;
 use crate::throttle::{Throttle, ThrottleOutcome, ThrottleState};
@@ -485,16 +485,30 @@ impl<T: 'static, G: Ctx, A> Pool<T, G, A> {
         at: u64,
     ) -> Scheduled<V, T, G, A> {
         let member = self.member(id);
-        member.counters.scheduled += 1;
-        member.counters.pending += 1;
         if member.cancelled || cancelled {
+            member.counters.scheduled += 1;
+            member.counters.pending += 1;
             return Err((member.queue.detached_key(), task));
         }
         let key = member.queue.insert(deadline, task);
+        member.counters.scheduled += 1;
+        member.counters.pending += 1;
         if member.is_quiet_after(deadline) {
             return Ok((key, None));
         }
         Ok((key, Some(self.settle(id, Some(id), at, ONE))))
+    }
+
+    /// The reserve to make a lane for task type `V` with, outside the lock, if group `id` keeps
+    /// a reserve and has no lane for `V` yet (see [`DeadlineQueue::lane_wanted`]).
+    pub(crate) fn lane_wanted<V: 'static>(&mut self, id: MemberId) -> Option<usize> {
+        self.member(id).queue.lane_wanted::<V>()
+    }
+
+    /// Adds a lane made outside the lock to group `id`'s queue; hands it back if the group has
+    /// one for that type already.
+    pub(crate) fn install(&mut self, id: MemberId, lane: Prepared<T>) -> Option<Prepared<T>> {
+        self.member(id).queue.install(lane)
     }
 
     /// Removes the pending task `key`, with the effects to carry out (`None`: nothing to do);

@@ -2,7 +2,7 @@
 //! heap that orders the lanes by their earliest entry.
 
 use std::cmp::Ordering;
-use std::collections::VecDeque;
+use std::collections::{TryReserveError, VecDeque};
 
 /// One heap entry: a value's deadline, its schedule order and its slot in the lane. The heap
 /// pops the smallest `(deadline, seq)` first.
@@ -44,6 +44,13 @@ impl PartialOrd for Entry {
 
 // ===== impl Heap =====
 
+/// The room each vector of a heap (or slab) keeps when it empties, beyond any reserve, in
+/// bytes: a queue that empties and fills again with a few entries does not allocate each time.
+pub(super) const KEEP_BYTES: usize = 256;
+
+/// [`KEEP_BYTES`] in entries.
+const KEEP: usize = KEEP_BYTES / size_of::<Entry>();
+
 /// How many children a node of the 4-ary part has. Four halves the levels a pop walks down
 /// against a binary heap, and a node's children sit side by side (64 bytes of entries);
 /// `BENCHMARKS.md` has the measurements against the standard `BinaryHeap`
@@ -69,16 +76,28 @@ pub(super) struct Heap {
 }
 
 impl Heap {
-    /// An empty heap with room for `reserve` entries, written once now so that the pages are
-    /// faulted in before the first push rather than during it.
-    pub(super) fn with_reserve(reserve: usize) -> Self {
-        Self {
-            run: VecDeque::from(touched(reserve)),
-            quad: Quad {
-                entries: touched(reserve),
-            },
-            reserve,
+    /// An empty heap with room for `reserve` entries in each part. If `touch`, the run's room
+    /// is written once now, so that its pages are faulted in before the first push rather than
+    /// during it (schedules in ascending order use only the run); the heap's is only reserved.
+    pub(super) fn reserved(reserve: usize, touch: bool) -> Result<Self, TryReserveError> {
+        let mut run = Vec::new();
+        run.try_reserve_exact(reserve)?;
+        if touch {
+            let blank = Entry {
+                deadline: 0,
+                seq: 0,
+                slot: 0,
+            };
+            run.resize(reserve, blank);
+            run.clear();
         }
+        let mut quad = Vec::new();
+        quad.try_reserve_exact(reserve)?;
+        Ok(Self {
+            run: VecDeque::from(run),
+            quad: Quad { entries: quad },
+            reserve,
+        })
     }
 
     /// A heap of `entries`, which are sorted by `(deadline, seq)`: they make the run.
@@ -127,12 +146,13 @@ impl Heap {
         }
     }
 
-    /// Empties the heap and gives back all room but the reserve.
+    /// Empties the heap and gives back all room but the reserve (or [`KEEP_BYTES`]).
     pub(super) fn clear(&mut self) {
+        let keep = self.reserve.max(KEEP);
         self.run.clear();
-        self.run.shrink_to(self.reserve);
+        self.run.shrink_to(keep);
         self.quad.entries.clear();
-        self.quad.entries.shrink_to(self.reserve);
+        self.quad.entries.shrink_to(keep);
     }
 
     /// Keeps the entries `keep` accepts, rebuilds the heap in O(n) and gives back spare room.
@@ -140,10 +160,11 @@ impl Heap {
         // A subsequence of an ascending run is ascending.
         self.run.retain(&mut keep);
         let len = self.run.len();
-        if self.run.capacity() > 4 * len.max(self.reserve) {
-            self.run.shrink_to((2 * len).max(self.reserve));
+        let room = self.reserve.max(KEEP);
+        if self.run.capacity() > (4 * len).max(room) {
+            self.run.shrink_to((2 * len).max(room));
         }
-        self.quad.retain(keep, self.reserve);
+        self.quad.retain(keep, room);
     }
 
     /// The room of each part.
@@ -151,18 +172,6 @@ impl Heap {
     pub(super) fn capacity(&self) -> (usize, usize) {
         (self.run.capacity(), self.quad.entries.capacity())
     }
-}
-
-/// A `Vec` with room for `reserve` entries, each written once, and empty.
-fn touched(reserve: usize) -> Vec<Entry> {
-    let blank = Entry {
-        deadline: 0,
-        seq: 0,
-        slot: 0,
-    };
-    let mut entries = vec![blank; reserve];
-    entries.clear();
-    entries
 }
 
 /// A 4-ary min-heap in a `Vec`: the children of node `i` at `ARITY * i + 1 ..= ARITY * i +
@@ -230,15 +239,15 @@ impl Quad {
 
     /// Keeps the entries `keep` accepts and rebuilds the heap in O(n) (Floyd: each parent sifted
     /// down, from the last one to the root); gives back room beyond twice the length or
-    /// `reserve`.
-    fn retain(&mut self, keep: impl FnMut(&Entry) -> bool, reserve: usize) {
+    /// `room`.
+    fn retain(&mut self, keep: impl FnMut(&Entry) -> bool, room: usize) {
         self.entries.retain(keep);
         let len = self.entries.len();
         for at in (0..len.div_ceil(ARITY)).rev() {
             self.sift_down(at);
         }
-        if self.entries.capacity() > 4 * len.max(reserve) {
-            self.entries.shrink_to((2 * len).max(reserve));
+        if self.entries.capacity() > (4 * len).max(room) {
+            self.entries.shrink_to((2 * len).max(room));
         }
     }
 
@@ -270,12 +279,17 @@ impl Quad {
 /// last.
 #[derive(Debug, Default)]
 pub(super) struct Heads {
-    /// Lanes in heap order.
-    order: Vec<u32>,
-    /// Each lane's index in `order`.
-    at: Vec<u32>,
-    /// Each lane's top key.
-    keys: Vec<Option<(u64, u32)>>,
+    /// One row per lane (or heap position, for `lane`): the lane at heap position `i` is
+    /// `rows[i].lane`; lane `l` is at heap position `rows[l].at`, with top key `rows[l].key`.
+    /// One vector rather than three: most queues have one or two lanes.
+    rows: Vec<Row>,
+}
+
+#[derive(Debug)]
+struct Row {
+    lane: u32,
+    at: u32,
+    key: Option<(u64, u32)>,
 }
 
 /// Whether key `a` sorts before `b`: `None`, an empty lane, sorts after every key.
@@ -290,26 +304,29 @@ fn before(a: Option<(u64, u32)>, b: Option<(u64, u32)>) -> bool {
 impl Heads {
     /// Adds an empty lane; returns its number.
     pub(super) fn add(&mut self) -> u32 {
-        let lane = u32::try_from(self.keys.len()).expect("fewer than 2^32 future types");
-        self.keys.push(None);
-        self.at.push(lane);
-        self.order.push(lane);
+        let lane = u32::try_from(self.rows.len()).expect("fewer than 2^32 future types");
+        // Keyless, so last: it can go at the end of the heap.
+        self.rows.push(Row {
+            lane,
+            at: lane,
+            key: None,
+        });
         lane
     }
 
     /// The lane with the earliest top entry, with that entry's key, if any lane has one.
     pub(super) fn first(&self) -> Option<(u32, (u64, u32))> {
-        let lane = *self.order.first()?;
-        self.keys[lane as usize].map(|key| (lane, key))
+        let lane = self.rows.first()?.lane;
+        self.rows[lane as usize].key.map(|key| (lane, key))
     }
 
     /// Records `lane`'s new top key and moves it to its place.
     pub(super) fn set(&mut self, lane: u32, key: Option<(u64, u32)>) {
-        let old = std::mem::replace(&mut self.keys[lane as usize], key);
+        let old = std::mem::replace(&mut self.rows[lane as usize].key, key);
         if old == key {
             return;
         }
-        let at = self.at[lane as usize] as usize;
+        let at = self.rows[lane as usize].at as usize;
         if before(key, old) {
             self.sift_up(at);
         } else {
@@ -318,14 +335,16 @@ impl Heads {
     }
 
     fn key_at(&self, at: usize) -> Option<(u64, u32)> {
-        self.keys[self.order[at] as usize]
+        self.rows[self.rows[at].lane as usize].key
     }
 
     fn swap(&mut self, a: usize, b: usize) {
-        self.order.swap(a, b);
+        let (lane_a, lane_b) = (self.rows[a].lane, self.rows[b].lane);
+        self.rows[a].lane = lane_b;
+        self.rows[b].lane = lane_a;
         // Positions are below the number of lanes, which fits in a u32 (see `add`).
-        self.at[self.order[a] as usize] = a as u32;
-        self.at[self.order[b] as usize] = b as u32;
+        self.rows[lane_b as usize].at = a as u32;
+        self.rows[lane_a as usize].at = b as u32;
     }
 
     fn sift_up(&mut self, mut at: usize) {
@@ -343,7 +362,7 @@ impl Heads {
         loop {
             let mut least = at;
             for child in [2 * at + 1, 2 * at + 2] {
-                if child < self.order.len() && before(self.key_at(child), self.key_at(least)) {
+                if child < self.rows.len() && before(self.key_at(child), self.key_at(least)) {
                     least = child;
                 }
             }
@@ -357,7 +376,7 @@ impl Heads {
 
     /// Each lane's recorded key, by lane.
     #[cfg(test)]
-    pub(super) fn keys(&self) -> &[Option<(u64, u32)>] {
-        &self.keys
+    pub(super) fn keys(&self) -> Vec<Option<(u64, u32)>> {
+        self.rows.iter().map(|row| row.key).collect()
     }
 }

@@ -13,11 +13,11 @@
 //! 4. `free` links every vacant slot once; `len` counts the occupied ones.
 
 use std::any::Any;
-use std::collections::BTreeMap;
 use std::collections::btree_map::Entry::Vacant as Vacancy;
+use std::collections::{BTreeMap, TryReserveError};
 use std::num::NonZeroU32;
 
-use super::heap::{Entry, Heap};
+use super::heap::{Entry, Heap, KEEP_BYTES};
 use super::{DUE, NIL, Pending, widen};
 
 /// Below this many stale entries the heaps are never swept: a sweep is O(heap length).
@@ -84,27 +84,34 @@ pub(super) struct Lane<V> {
     len: usize,
     /// Slots vacated since the last trim; a trim waits for half the slab's length of these.
     vacated: usize,
-    /// Slots (and `later` entries) the lane keeps however few values it holds.
+    /// Slots (and heap entries) the lane keeps however few values it holds.
     reserve: usize,
 }
 
 impl<V> Lane<V> {
-    /// An empty lane that keeps room for `reserve` values, written once now so that the pages
-    /// are faulted in before the first insert rather than during it.
+    /// An empty lane that keeps room for `reserve` values (see [`Heap::reserved`] for what is
+    /// written now), or, if the allocator cannot give that much, none: a reserve is a request
+    /// for speed, not a condition of working.
     pub(super) fn new(reserve: usize) -> Self {
-        let mut slots = Vec::with_capacity(reserve);
+        Self::reserved(reserve)
+            .unwrap_or_else(|_| Self::reserved(0).expect("no room, no allocation"))
+    }
+
+    fn reserved(reserve: usize) -> Result<Self, TryReserveError> {
+        let mut slots = Vec::new();
+        slots.try_reserve_exact(reserve)?;
         slots.resize_with(reserve, || Slot::Vacant { next: NIL });
         slots.clear();
-        Self {
-            due: Heap::default(),
-            later: Heap::with_reserve(reserve),
+        Ok(Self {
+            due: Heap::reserved(reserve, false)?,
+            later: Heap::reserved(reserve, true)?,
             due_live: 0,
             slots,
             free: NIL,
             len: 0,
             vacated: 0,
             reserve,
-        }
+        })
     }
 
     /// Adds `value` with order `seq` and the low bits `id` of its id; returns its slot.
@@ -248,7 +255,9 @@ impl<V> Lane<V> {
         self.len = 0;
         self.vacated = 0;
         self.reserve = 0;
-        self.clear_heaps();
+        self.due = Heap::default();
+        self.later = Heap::default();
+        self.due_live = 0;
         slots
     }
 
@@ -365,7 +374,7 @@ impl<V> Lane<V> {
 
     /// Drops vacant slots from the end of the slab and rebuilds the free list in ascending
     /// order, so new values fill the lowest holes and the tail can empty out. O(slab length).
-    /// Spare room beyond the reserve goes back to the allocator.
+    /// Spare room beyond the reserve (or [`KEEP_BYTES`]) goes back to the allocator.
     fn trim(&mut self) {
         self.vacated = 0;
         while let Some(Slot::Vacant { .. }) = self.slots.last() {
@@ -380,8 +389,9 @@ impl<V> Lane<V> {
             }
         }
         let len = self.slots.len();
-        if self.slots.capacity() > 4 * len.max(MIN_TRIM).max(self.reserve) {
-            self.slots.shrink_to((2 * len).max(self.reserve));
+        let room = (KEEP_BYTES / size_of::<Slot<V>>()).max(self.reserve);
+        if self.slots.capacity() > (4 * len).max(room) {
+            self.slots.shrink_to((2 * len).max(room));
         }
     }
 }

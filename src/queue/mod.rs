@@ -92,6 +92,9 @@ const WINDOW: u64 = 1 << 32;
 /// orders themselves stay below it.
 const DUE: u32 = 1 << 31;
 
+/// Up to this many lanes, a type's lane is found by scanning `types`.
+const SCAN: usize = 8;
+
 /// A value the queue can store: what it becomes when it leaves the queue.
 pub(crate) trait Pending<T>: Send + 'static {
     /// Turns the stored value into what the caller runs or drops.
@@ -145,6 +148,29 @@ impl<T> Iterator for Drained<T> {
     }
 }
 
+/// A lane for one value type, made before it is added to a queue.
+pub(crate) struct Prepared<T> {
+    ty: TypeId,
+    lane: Box<dyn Erased<T>>,
+}
+
+impl<T: 'static> Prepared<T> {
+    /// A lane for values of type `V` that keeps room for `reserve` of them (none if the
+    /// allocator cannot give that much).
+    pub(crate) fn new<V: Pending<T>>(reserve: usize) -> Self {
+        Self {
+            ty: TypeId::of::<V>(),
+            lane: Box::new(Lane::<V>::new(reserve)),
+        }
+    }
+}
+
+impl<T> fmt::Debug for Prepared<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Prepared").finish_non_exhaustive()
+    }
+}
+
 /// A min-heap of values by `(deadline, insertion order)` with O(log n) insert and pop, and
 /// O(1) amortized removal and rescheduling by [`Key`].
 pub(crate) struct DeadlineQueue<T> {
@@ -152,7 +178,8 @@ pub(crate) struct DeadlineQueue<T> {
     lanes: Vec<Box<dyn Erased<T>>>,
     /// Each lane's value type, by lane number.
     types: Vec<TypeId>,
-    /// Lane numbers by value type.
+    /// Lane numbers by value type, once there are more than [`SCAN`] lanes (below that,
+    /// `types` is scanned, and a queue with few types allocates no map).
     index: HashMap<TypeId, u32>,
     /// The lane of the latest insert: most inserts go where the last one went.
     recent: u32,
@@ -274,18 +301,56 @@ impl<T: 'static> DeadlineQueue<T> {
         if self.types.get(self.recent as usize) == Some(&ty) {
             return self.recent;
         }
-        let lane = match self.index.get(&ty) {
-            Some(&lane) => lane,
-            None => {
-                let lane = self.heads.add();
-                self.lanes.push(Box::new(Lane::<V>::new(self.reserve)));
-                self.types.push(ty);
-                self.index.insert(ty, lane);
-                lane
-            }
+        let lane = match self.find(ty) {
+            Some(lane) => lane,
+            None => self.add_lane(Prepared::new::<V>(self.reserve)),
         };
         self.recent = lane;
         lane
+    }
+
+    /// The lane of values of type `ty`, if it has one.
+    fn find(&self, ty: TypeId) -> Option<u32> {
+        if self.types.len() <= SCAN {
+            let at = self.types.iter().position(|&t| t == ty)?;
+            // Fewer than 2^32 lanes: `Heads::add` numbers them.
+            Some(at as u32)
+        } else {
+            self.index.get(&ty).copied()
+        }
+    }
+
+    /// Adds a lane for a type that has none.
+    fn add_lane(&mut self, prepared: Prepared<T>) -> u32 {
+        let lane = self.heads.add();
+        self.lanes.push(prepared.lane);
+        self.types.push(prepared.ty);
+        if self.types.len() > SCAN {
+            if self.index.is_empty() {
+                self.index
+                    .extend((0u32..).zip(&self.types).map(|(lane, &ty)| (ty, lane)));
+            } else {
+                self.index.insert(prepared.ty, lane);
+            }
+        }
+        lane
+    }
+
+    /// The reserve a lane for `V` would be made with, if `V` has no lane yet and the queue
+    /// keeps a reserve: such a lane is better made (and its room written) outside the caller's
+    /// lock, with [`Prepared::new`], and [`install`](Self::install)ed.
+    pub(crate) fn lane_wanted<V: 'static>(&self) -> Option<usize> {
+        (self.reserve > 0 && self.find(TypeId::of::<V>()).is_none()).then_some(self.reserve)
+    }
+
+    /// Adds `prepared` as the lane of its type, or hands it back if the type has one already
+    /// (another caller got there first), for the caller to drop after unlocking.
+    pub(crate) fn install(&mut self, prepared: Prepared<T>) -> Option<Prepared<T>> {
+        if self.find(prepared.ty).is_some() {
+            return Some(prepared);
+        }
+        self.add_lane(prepared);
+        None
     }
 
     /// Moves the value named by `key` to `deadline`, behind every value already due then.
