@@ -63,6 +63,7 @@
 //! 3. `elders` has an entry for occupied slots only.
 //! 4. `heads` holds each lane's top entry (live or stale), and `len` is the sum of the lanes'.
 //! 5. Schedule orders are unique in the queue and below [`DUE`]; `next_seq` is above all.
+//! 6. `head`, if set, is the earliest live entry of the queue and the top entry of its lane.
 //!
 //! Each lane keeps its own (see [`lane`]).
 
@@ -185,6 +186,10 @@ pub(crate) struct DeadlineQueue<T> {
     recent: u32,
     /// The lanes by their top entries (invariant 4).
     heads: Heads,
+    /// The earliest live entry and its lane, when known (invariant 6): a group asks for its
+    /// head several times per start (whether it wants a slot, then to pop it), and each look
+    /// would otherwise go through the lane's trait object and its slab.
+    head: Option<(u32, Entry)>,
     /// The latest `now` the queue was given.
     frontier: u64,
     /// Occupied slots in all lanes; also the number of live heap entries.
@@ -235,6 +240,7 @@ impl<T: 'static> DeadlineQueue<T> {
             index: HashMap::new(),
             recent: 0,
             heads: Heads::default(),
+            head: None,
             frontier: 0,
             len: 0,
             next_seq: 1,
@@ -291,6 +297,16 @@ impl<T: 'static> DeadlineQueue<T> {
         let slot = typed.insert(deadline, seq, id as u32, frontier, value);
         let top = typed.top();
         self.heads.set(lane, top.map(|entry| entry.key()));
+        if let Some((_, head)) = self.head {
+            // Later inserts leave the head alone; an earlier one is the new head, and the top
+            // of its lane (invariant 6).
+            if (deadline, seq) < head.key() {
+                // Unless stale entries sit above it in its lane: then it is found again.
+                self.head = top
+                    .filter(|entry| entry.key() == (deadline, seq))
+                    .map(|entry| (lane, entry));
+            }
+        }
         self.len += 1;
         Key { id, lane, slot }
     }
@@ -361,6 +377,7 @@ impl<T: 'static> DeadlineQueue<T> {
         }
         // Take the seq first: a renumbering rewrites the stamps, including this value's.
         let seq = self.take_seq();
+        self.head = None;
         let lane = &mut self.lanes[key.lane as usize];
         lane.reschedule(key.slot, deadline, seq, self.frontier);
         self.heads
@@ -373,6 +390,7 @@ impl<T: 'static> DeadlineQueue<T> {
         if !self.contains(key) {
             return None;
         }
+        self.head = None;
         let lane = &mut self.lanes[key.lane as usize];
         let (_, value) = lane.remove(key.slot);
         let top = lane.top();
@@ -403,7 +421,9 @@ impl<T: 'static> DeadlineQueue<T> {
         if top.deadline > now {
             return None;
         }
+        self.head = None;
         let typed = &mut self.lanes[lane as usize];
+        debug_assert_eq!(typed.top().map(|entry| entry.key()), Some(top.key()));
         let (stamp, value) = typed.pop_top();
         let next = typed.top();
         self.heads.set(lane, next.map(|entry| entry.key()));
@@ -415,11 +435,17 @@ impl<T: 'static> DeadlineQueue<T> {
     /// The lane with the earliest live entry, and that entry, after discarding stale entries
     /// from the tops of the lanes in the way.
     fn live_head(&mut self) -> Option<(u32, Entry)> {
+        if self.head.is_some() {
+            return self.head;
+        }
         loop {
             let (lane, key) = self.heads.first()?;
             let top = self.lanes[lane as usize].live_top();
             match top {
-                Some(entry) if entry.key() == key => return Some((lane, entry)),
+                Some(entry) if entry.key() == key => {
+                    self.head = Some((lane, entry));
+                    return self.head;
+                }
                 // Stale entries left the lane's top: put it back in its place and look again.
                 _ => self.heads.set(lane, top.map(|entry| entry.key())),
             }
@@ -442,6 +468,7 @@ impl<T: 'static> DeadlineQueue<T> {
     pub(crate) fn count_due(&mut self, now: u64) -> usize {
         if now > self.frontier {
             self.frontier = now;
+            self.head = None;
             for (lane, typed) in (0u32..).zip(&mut self.lanes) {
                 typed.advance(now);
                 self.heads.set(lane, typed.top().map(|entry| entry.key()));
@@ -465,6 +492,7 @@ impl<T: 'static> DeadlineQueue<T> {
             })
             .collect();
         self.elders.clear();
+        self.head = None;
         self.len = 0;
         self.reserve = 0;
         Drained { lanes, len }
@@ -515,6 +543,7 @@ impl<T: 'static> DeadlineQueue<T> {
     /// `next_seq` can start again low. Runs once per 2^31 inserts and reschedules.
     #[cold]
     fn renumber(&mut self) {
+        self.head = None;
         let mut entries = Vec::with_capacity(self.len);
         for (lane, typed) in (0u32..).zip(&self.lanes) {
             typed.live_entries(lane, &mut entries);
