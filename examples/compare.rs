@@ -3,6 +3,8 @@
 //!
 //! Variants:
 //! - `group`: a `schedgroup::Group` (with `max_concurrent` when the scenario has a cap).
+//! - `group+reserve`: the same, built with `Builder::reserve` for the scenario's task count, so
+//!   that its storage is allocated and written before the timing starts.
 //! - `naive`: `tokio::spawn(async { sleep_until(deadline).await; work })`, with a `Semaphore`
 //!   acquired inside the task when capped.
 //! - `joinset`: the same futures spawned into one `JoinSet` (behind a mutex, so any thread can
@@ -45,7 +47,7 @@ use tokio_util::time::DelayQueue;
 
 type BoxFut = Pin<Box<dyn Future<Output = ()> + Send>>;
 
-const VARIANTS: [&str; 4] = ["group", "naive", "joinset", "delayqueue"];
+const VARIANTS: [&str; 5] = ["group", "group+reserve", "naive", "joinset", "delayqueue"];
 const FAR: Duration = Duration::from_secs(3600);
 
 // ===== what each variant does =====
@@ -66,15 +68,23 @@ enum Sched {
 }
 
 impl Sched {
-    fn new(variant: &str, rt: &Handle, cap: Option<usize>) -> Self {
+    /// The variant's scheduler; `tasks`: how many the scenario schedules (for the reserve).
+    fn new(variant: &str, rt: &Handle, cap: Option<usize>, tasks: u64) -> Self {
         let sem = cap.map(|c| Arc::new(Semaphore::new(c)));
         match variant {
-            "group" => Sched::Group(
-                Group::builder()
+            "group" | "group+reserve" => {
+                let reserve = if variant == "group" {
+                    0
+                } else {
+                    tasks as usize
+                };
+                let group = Group::builder()
                     .runtime(rt.clone())
                     .max_concurrent(cap.unwrap_or(usize::MAX))
-                    .build(),
-            ),
+                    .reserve(reserve)
+                    .build();
+                Sched::Group(group)
+            }
             "naive" => Sched::Naive {
                 rt: rt.clone(),
                 sem,
@@ -114,6 +124,29 @@ impl Sched {
             }
         }
     }
+}
+
+// ===== the tasks =====
+//
+// `async fn`s, so that every call site of a scenario schedules the same future type: a group
+// keeps its storage, and its reserve, per future type. Each scenario schedules its first task
+// before its clock starts, for every variant: that is where a group makes the type's storage
+// (and writes its reserve), a `DelayQueue` its slab, tokio its first task.
+
+/// One shared counter's increment.
+async fn bump(counter: Arc<AtomicU64>) {
+    counter.fetch_add(1, Ordering::Relaxed);
+}
+
+/// One task done.
+async fn hit(done: Arc<Done>) {
+    done.hit();
+}
+
+/// Yields once, then one task done.
+async fn yield_then_hit(done: Arc<Done>) {
+    tokio::task::yield_now().await;
+    done.hit();
 }
 
 /// The naive task body: sleep, then (if capped) take a permit, then work.
@@ -185,6 +218,18 @@ fn proc_status(field: &str) -> f64 {
         .and_then(|l| l.split_whitespace().nth(1))
         .and_then(|kib| kib.parse::<f64>().ok())
         .map_or(f64::NAN, |kib| kib * 1024.0)
+}
+
+/// Minor page faults of this process so far (from /proc/self/stat).
+fn minor_faults() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // The fields after the command name, which is in parentheses and may hold spaces.
+    let rest = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    // `minflt` is field 10 of stat; the rest starts at field 3.
+    rest.split_whitespace()
+        .nth(7)
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(f64::NAN)
 }
 
 fn rss() -> f64 {
@@ -264,15 +309,17 @@ type Metrics = Vec<(&'static str, f64)>;
 async fn pending(variant: &str) -> Metrics {
     const N: u64 = 1_000_000;
     let done = Done::new(N);
-    let sched = Sched::new(variant, &Handle::current(), None);
+    let sched = Sched::new(variant, &Handle::current(), None, N);
     let before = rss();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    sched.schedule(deadline, hit(done.clone()));
+    let faults = minor_faults();
     let start = Instant::now();
-    let deadline = start + Duration::from_secs(5);
-    for _ in 0..N {
-        let done = done.clone();
-        sched.schedule(deadline, async move { done.hit() });
+    for _ in 1..N {
+        sched.schedule(deadline, hit(done.clone()));
     }
     let scheduling = start.elapsed();
+    let faults = minor_faults() - faults;
     let after = rss();
     let live = alive();
     let cpu_before = cpu_ns();
@@ -282,8 +329,12 @@ async fn pending(variant: &str) -> Metrics {
     done.wait().await;
     let drain = deadline.elapsed();
     vec![
-        ("ns_per_schedule", scheduling.as_nanos() as f64 / N as f64),
+        (
+            "ns_per_schedule",
+            scheduling.as_nanos() as f64 / (N - 1) as f64,
+        ),
         ("bytes_per_task", (after - before) / N as f64),
+        ("faults_per_1000", faults * 1000.0 / (N - 1) as f64),
         ("live_tasks", live as f64),
         ("idle_cpu_ms", idle_cpu / 1e6),
         ("drain_ms", drain.as_secs_f64() * 1e3),
@@ -295,15 +346,13 @@ async fn burst(variant: &str) -> Metrics {
     const N: u64 = 1_000_000;
     const CAP: usize = 16;
     let done = Done::new(N);
-    let sched = Sched::new(variant, &Handle::current(), Some(CAP));
+    let sched = Sched::new(variant, &Handle::current(), Some(CAP), N);
     let sampler = Sampler::start();
     let start = Instant::now();
-    for _ in 0..N {
-        let done = done.clone();
-        sched.schedule(start, async move {
-            tokio::task::yield_now().await;
-            done.hit();
-        });
+    sched.schedule(start, yield_then_hit(done.clone()));
+    let start = Instant::now();
+    for _ in 1..N {
+        sched.schedule(start, yield_then_hit(done.clone()));
     }
     done.wait().await;
     let total = start.elapsed();
@@ -318,7 +367,7 @@ async fn burst(variant: &str) -> Metrics {
 async fn lateness(variant: &str) -> Metrics {
     const N: usize = 20_000;
     let done = Done::new(N as u64);
-    let sched = Sched::new(variant, &Handle::current(), None);
+    let sched = Sched::new(variant, &Handle::current(), None, N as u64);
     let late: Arc<Vec<AtomicI64>> = Arc::new((0..N).map(|_| AtomicI64::new(0)).collect());
     // The same deadlines for every variant.
     let mut rng = rand::rngs::StdRng::seed_from_u64(4861);
@@ -352,10 +401,11 @@ async fn lateness(variant: &str) -> Metrics {
 async fn contention(variant: &str) -> Metrics {
     const PER_THREAD: u64 = 500_000;
     let rt = Handle::current();
-    let sched = Arc::new(Sched::new(variant, &rt, None));
+    let sched = Arc::new(Sched::new(variant, &rt, None, 2 * PER_THREAD));
     let counter = Arc::new(AtomicU64::new(0));
     let barrier = Arc::new(Barrier::new(3));
     let at = Instant::now() + FAR;
+    sched.schedule(at, bump(counter.clone()));
     let threads: Vec<_> = (0..2)
         .map(|_| {
             let (sched, counter, barrier, rt) =
@@ -365,10 +415,7 @@ async fn contention(variant: &str) -> Metrics {
                 let _entered = rt.enter();
                 barrier.wait();
                 for _ in 0..PER_THREAD {
-                    let counter = counter.clone();
-                    sched.schedule(at, async move {
-                        counter.fetch_add(1, Ordering::Relaxed);
-                    });
+                    sched.schedule(at, bump(counter.clone()));
                 }
             })
         })
@@ -395,16 +442,12 @@ async fn handles(variant: &str) -> Metrics {
     let counter = Arc::new(AtomicU64::new(0));
     let at = Instant::now() + FAR;
     let later = at + FAR;
-    let work = || {
-        let counter = counter.clone();
-        async move {
-            counter.fetch_add(1, Ordering::Relaxed);
-        }
-    };
+    let work = || bump(counter.clone());
     let per_task = |start: std::time::Instant| start.elapsed().as_nanos() as f64 / N as f64;
     match variant {
-        "group" => {
-            let group = Group::builder().runtime(rt).build();
+        "group" | "group+reserve" => {
+            let reserve = if variant == "group" { 0 } else { N };
+            let group = Group::builder().runtime(rt).reserve(reserve).build();
             let handles: Vec<_> = (0..N).map(|_| group.schedule(at, work())).collect();
             let start = std::time::Instant::now();
             for handle in &handles {
@@ -469,15 +512,17 @@ async fn growth(variant: &str, pending: u64) -> Metrics {
     // Many short batches, median: one batch is ~0.1 ms, so a hiccup spoils one, not the result.
     const BATCH: u64 = 1_000;
     const BATCHES: usize = 21;
-    let sched = Sched::new(variant, &Handle::current(), None);
+    let sched = Sched::new(
+        variant,
+        &Handle::current(),
+        None,
+        pending + BATCH * BATCHES as u64,
+    );
     let counter = Arc::new(AtomicU64::new(0));
     let at = Instant::now() + FAR;
     let add = |n: u64| {
         for _ in 0..n {
-            let counter = counter.clone();
-            sched.schedule(at, async move {
-                counter.fetch_add(1, Ordering::Relaxed);
-            });
+            sched.schedule(at, bump(counter.clone()));
         }
     };
     add(pending);
@@ -528,6 +573,7 @@ fn labels(scenario: &str) -> &'static [(&'static str, &'static str)] {
         "pending" => &[
             ("ns_per_schedule", "schedule (ns/task)"),
             ("bytes_per_task", "resident bytes per pending task"),
+            ("faults_per_1000", "page faults per 1,000 schedules"),
             ("live_tasks", "live tokio tasks while pending"),
             ("idle_cpu_ms", "CPU during 2 s of waiting (ms)"),
             ("drain_ms", "drain after the deadline (ms)"),

@@ -320,6 +320,11 @@ impl Heads {
         self.rows[lane as usize].key.map(|key| (lane, key))
     }
 
+    /// `lane`'s top key as last recorded.
+    pub(super) fn key(&self, lane: u32) -> Option<(u64, u32)> {
+        self.rows[lane as usize].key
+    }
+
     /// Records `lane`'s new top key and moves it to its place.
     pub(super) fn set(&mut self, lane: u32, key: Option<(u64, u32)>) {
         let old = std::mem::replace(&mut self.rows[lane as usize].key, key);

@@ -295,17 +295,23 @@ impl<T: 'static> DeadlineQueue<T> {
             .expect("a lane holds the type it was made for");
         // The low 32 bits; `widen` restores the rest (invariant 2).
         let slot = typed.insert(deadline, seq, id as u32, frontier, value);
-        let top = typed.top();
-        self.heads.set(lane, top.map(|entry| entry.key()));
-        if let Some((_, head)) = self.head {
-            // Later inserts leave the head alone; an earlier one is the new head, and the top
-            // of its lane (invariant 6).
-            if (deadline, seq) < head.key() {
-                // Unless stale entries sit above it in its lane: then it is found again.
-                self.head = top
-                    .filter(|entry| entry.key() == (deadline, seq))
-                    .map(|entry| (lane, entry));
-            }
+        // The lane's top is the least of its entries (the due ones come first), so the new
+        // entry is its top if it comes before the old one, and nothing changes otherwise.
+        let key = (deadline, seq);
+        if self.heads.key(lane).is_none_or(|top| key < top) {
+            self.heads.set(lane, Some(key));
+        }
+        // While the head is known, no lane's top comes before it (a removal forgets it), so
+        // an entry before the head is its lane's top and the new head (invariant 6).
+        if self.head.is_some_and(|(_, head)| key < head.key()) {
+            self.head = Some((
+                lane,
+                Entry {
+                    deadline,
+                    seq,
+                    slot,
+                },
+            ));
         }
         self.len += 1;
         Key { id, lane, slot }
