@@ -196,16 +196,19 @@ impl<V> Lane<V> {
         self.vacate(top.slot)
     }
 
-    /// Removes the value in `slot`, which must be occupied; its entry goes stale.
-    pub(super) fn remove(&mut self, slot: u32) -> (Stamp, V) {
-        let removed = self.vacate(slot);
-        self.sweep_if_stale();
-        removed
+    /// Removes the value in `slot`, which must be occupied; its entry goes stale. The flag
+    /// says whether the heaps were swept or emptied, which may change the lane's top (a stale
+    /// entry left behind does not).
+    pub(super) fn remove(&mut self, slot: u32) -> (Stamp, V, bool) {
+        let (stamp, value) = self.vacate(slot);
+        let swept = self.sweep_if_stale();
+        (stamp, value, swept || self.len == 0)
     }
 
     /// Gives the value in `slot` (occupied) a new entry at `deadline` with order `seq`; the
-    /// old one goes stale.
-    pub(super) fn reschedule(&mut self, slot: u32, deadline: u64, seq: u32, frontier: u64) {
+    /// old one goes stale. Returns whether the heaps were swept: if not, the lane's top is the
+    /// lesser of the old top and the new entry.
+    pub(super) fn reschedule(&mut self, slot: u32, deadline: u64, seq: u32, frontier: u64) -> bool {
         let seq = self.push(
             Entry {
                 deadline,
@@ -222,7 +225,7 @@ impl<V> Lane<V> {
             self.due_live -= 1;
         }
         *stamp = stamp.with_seq(seq);
-        self.sweep_if_stale();
+        self.sweep_if_stale()
     }
 
     /// How many values are due at the frontier.
@@ -328,14 +331,19 @@ impl<V> Lane<V> {
     /// Sweeps stale entries out once they outnumber live ones (and `MIN_SWEEP`). Each sweep
     /// costs O(heap length) and follows at least `MIN_SWEEP` + live removals, so it is O(1)
     /// amortized per removal.
-    fn sweep_if_stale(&mut self) {
+    /// Returns whether it swept (or emptied) the heaps.
+    fn sweep_if_stale(&mut self) -> bool {
         let stale = self.due.len() + self.later.len() - self.len;
         if self.len == 0 {
             self.clear_heaps();
+            true
         } else if stale > self.len && stale >= MIN_SWEEP {
             let slots = &self.slots;
             self.due.retain(|entry| is_live(slots, entry));
             self.later.retain(|entry| is_live(slots, entry));
+            true
+        } else {
+            false
         }
     }
 
@@ -413,8 +421,8 @@ pub(super) trait Erased<T>: Send {
     fn live_top(&mut self) -> Option<Entry>;
     fn stamp(&self, slot: u32) -> Option<Stamp>;
     fn pop_top(&mut self) -> (Stamp, T);
-    fn remove(&mut self, slot: u32) -> (Stamp, T);
-    fn reschedule(&mut self, slot: u32, deadline: u64, seq: u32, frontier: u64);
+    fn remove(&mut self, slot: u32) -> (Stamp, T, bool);
+    fn reschedule(&mut self, slot: u32, deadline: u64, seq: u32, frontier: u64) -> bool;
     fn due_live(&self) -> usize;
     fn advance(&mut self, now: u64);
     /// Every value, turned into `T` one at a time as the iterator is consumed (outside the
@@ -452,13 +460,13 @@ impl<T: 'static, V: Pending<T>> Erased<T> for Lane<V> {
         (stamp, value.start())
     }
 
-    fn remove(&mut self, slot: u32) -> (Stamp, T) {
-        let (stamp, value) = Lane::remove(self, slot);
-        (stamp, value.start())
+    fn remove(&mut self, slot: u32) -> (Stamp, T, bool) {
+        let (stamp, value, changed) = Lane::remove(self, slot);
+        (stamp, value.start(), changed)
     }
 
-    fn reschedule(&mut self, slot: u32, deadline: u64, seq: u32, frontier: u64) {
-        Lane::reschedule(self, slot, deadline, seq, frontier);
+    fn reschedule(&mut self, slot: u32, deadline: u64, seq: u32, frontier: u64) -> bool {
+        Lane::reschedule(self, slot, deadline, seq, frontier)
     }
 
     fn due_live(&self) -> usize {

@@ -383,11 +383,31 @@ impl<T: 'static> DeadlineQueue<T> {
         }
         // Take the seq first: a renumbering rewrites the stamps, including this value's.
         let seq = self.take_seq();
-        self.head = None;
         let lane = &mut self.lanes[key.lane as usize];
-        lane.reschedule(key.slot, deadline, seq, self.frontier);
-        self.heads
-            .set(key.lane, lane.top().map(|entry| entry.key()));
+        let swept = lane.reschedule(key.slot, deadline, seq, self.frontier);
+        let moved = (deadline, seq);
+        if swept {
+            self.heads
+                .set(key.lane, lane.top().map(|entry| entry.key()));
+        } else if self.heads.key(key.lane).is_none_or(|top| moved < top) {
+            self.heads.set(key.lane, Some(moved));
+        }
+        match self.head {
+            // The head moved: its old entry is stale, and what comes next is not known.
+            Some((lane, head)) if lane == key.lane && head.slot == key.slot => self.head = None,
+            // As for an insert.
+            Some((_, head)) if moved < head.key() => {
+                self.head = Some((
+                    key.lane,
+                    Entry {
+                        deadline,
+                        seq,
+                        slot: key.slot,
+                    },
+                ));
+            }
+            _ => {}
+        }
         true
     }
 
@@ -396,11 +416,18 @@ impl<T: 'static> DeadlineQueue<T> {
         if !self.contains(key) {
             return None;
         }
-        self.head = None;
         let lane = &mut self.lanes[key.lane as usize];
-        let (_, value) = lane.remove(key.slot);
-        let top = lane.top();
-        self.heads.set(key.lane, top.map(|entry| entry.key()));
+        let (_, value, changed) = lane.remove(key.slot);
+        if changed {
+            self.heads
+                .set(key.lane, lane.top().map(|entry| entry.key()));
+        }
+        if self
+            .head
+            .is_some_and(|(lane, head)| lane == key.lane && head.slot == key.slot)
+        {
+            self.head = None;
+        }
         self.forget(key.lane, key.slot);
         Some(value)
     }
