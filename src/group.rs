@@ -669,7 +669,7 @@ impl Builder {
     /// type's storage outside the group's lock (which a [`Limiter`] shares) and writes the slab
     /// and the queue of ascending deadlines once, so that the kernel maps their pages then
     /// rather than during the schedules: 40 bytes a task for a future of up to 16 bytes, about
-    /// 1.5 ms per 100,000 tasks on the machine of `BENCHMARKS.md`. The heaps for deadlines out
+    /// 1.6 ms per 100,000 tasks on the machine of `BENCHMARKS.md`. The heaps for deadlines out
     /// of order and for tasks already due are reserved (48 bytes a task of address space) but
     /// written only when used.
     ///

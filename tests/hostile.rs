@@ -463,40 +463,6 @@ fn limiter_free_for_all_on_a_multi_thread_runtime_adds_up_and_leaks_nothing() {
 
 const CHILD: &str = "SCHEDGROUP_HOSTILE_CHILD";
 
-/// Runs test `name` of this binary alone in a child process, with a bound.
-fn run_child(name: &str) -> (std::process::ExitStatus, String, String) {
-    use std::io::Read;
-    use std::process::{Command, Stdio};
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .args([name, "--exact", "--nocapture", "--test-threads=1"])
-        .env(CHILD, "1")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let read = |mut pipe: Box<dyn Read + Send>| {
-        std::thread::spawn(move || {
-            let mut text = String::new();
-            let _ = pipe.read_to_string(&mut text);
-            text
-        })
-    };
-    let stdout = read(Box::new(child.stdout.take().unwrap()));
-    let stderr = read(Box::new(child.stderr.take().unwrap()));
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if std::time::Instant::now() > deadline {
-            child.kill().unwrap();
-            panic!("the child hung for 60 s");
-        }
-        std::thread::sleep(ms(10));
-    };
-    (status, stdout.join().unwrap(), stderr.join().unwrap())
-}
-
 thread_local! {
     static RUNTIME: std::cell::RefCell<Option<tokio::runtime::Runtime>> =
         const { std::cell::RefCell::new(None) };
@@ -550,7 +516,7 @@ fn a_runtime_in_a_thread_local_dropped_at_thread_exit_with_groups_in_line_does_n
         drop(groups);
         return;
     }
-    let (status, stdout, stderr) = run_child(NAME);
+    let (status, stdout, stderr) = common::run_child(NAME, CHILD, Duration::from_secs(60));
     assert!(
         status.success() && stdout.contains(&format!("test {NAME} ... ok")),
         "the child {status}\n--- stdout\n{stdout}\n--- stderr\n{}",

@@ -889,40 +889,6 @@ fn reserve_usize_max_neither_panics_nor_strands_wait() {
 
 const CHILD: &str = "SCHEDGROUP_HOSTILE_INLINE_CHILD";
 
-/// Runs test `name` of this binary alone in a child process, bounded to 60 s.
-fn run_child(name: &str) -> (std::process::ExitStatus, String, String) {
-    use std::io::Read;
-    use std::process::{Command, Stdio};
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .args([name, "--exact", "--nocapture", "--test-threads=1"])
-        .env(CHILD, "1")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let read = |mut pipe: Box<dyn Read + Send>| {
-        std::thread::spawn(move || {
-            let mut text = String::new();
-            let _ = pipe.read_to_string(&mut text);
-            text
-        })
-    };
-    let stdout = read(Box::new(child.stdout.take().unwrap()));
-    let stderr = read(Box::new(child.stderr.take().unwrap()));
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if std::time::Instant::now() > deadline {
-            child.kill().unwrap();
-            panic!("the child hung for 60 s");
-        }
-        std::thread::sleep(ms(10));
-    };
-    (status, stdout.join().unwrap(), stderr.join().unwrap())
-}
-
 /// The child of `reserve_of_2_pow_40_does_not_abort_the_process`: does nothing unless run as
 /// the child.
 #[test]
@@ -947,7 +913,8 @@ fn child_reserve_of_2_pow_40() {
 /// panic to catch, every group of the process gone.
 #[test]
 fn reserve_of_2_pow_40_does_not_abort_the_process() {
-    let (status, stdout, stderr) = run_child("child_reserve_of_2_pow_40");
+    let (status, stdout, stderr) =
+        common::run_child("child_reserve_of_2_pow_40", CHILD, Duration::from_secs(60));
     assert!(
         status.success() && stdout.contains("OUTCOME ok"),
         "child: {status:?}\nstdout: {stdout}\nstderr: {stderr}"

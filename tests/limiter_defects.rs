@@ -10,9 +10,7 @@
 
 mod common;
 
-use std::io::Read;
 use std::pin::pin;
-use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
@@ -363,7 +361,7 @@ fn dropping_a_runtime_with_thousands_of_groups_in_line_neither_recurses_nor_abor
         drop_a_runtime_with_groups_in_line(5000);
         return;
     }
-    let (status, stdout, stderr) = run_child(NAME);
+    let (status, stdout, stderr) = common::run_child(NAME, CHILD, Duration::from_secs(30));
     assert!(
         status.success() && stdout.contains(&format!("test {NAME} ... ok")),
         "the child {status}\n--- stdout\n{stdout}\n--- stderr\n{stderr}"
@@ -402,38 +400,6 @@ fn drop_a_runtime_with_groups_in_line(count: usize) {
     // The shutdown cancelled every group: nothing holds a slot or waits for one.
     assert_eq!((limiter.running(), limiter.waiting()), (0, 0));
     drop(groups);
-}
-
-/// Runs test `name` of this binary alone in a child process, with a bound.
-fn run_child(name: &str) -> (std::process::ExitStatus, String, String) {
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .args([name, "--exact", "--nocapture", "--test-threads=1"])
-        .env(CHILD, "1")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let read = |mut pipe: Box<dyn Read + Send>| {
-        std::thread::spawn(move || {
-            let mut text = String::new();
-            let _ = pipe.read_to_string(&mut text);
-            text
-        })
-    };
-    let stdout = read(Box::new(child.stdout.take().unwrap()));
-    let stderr = read(Box::new(child.stderr.take().unwrap()));
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if std::time::Instant::now() > deadline {
-            child.kill().unwrap();
-            panic!("the child hung for 30 s");
-        }
-        std::thread::sleep(ms(10));
-    };
-    (status, stdout.join().unwrap(), stderr.join().unwrap())
 }
 
 // ===== 7. cancelled or dropped groups stay in the line =====

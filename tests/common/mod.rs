@@ -208,3 +208,44 @@ pub fn current_thread(paused: bool) -> tokio::runtime::Runtime {
         .build()
         .expect("a current-thread runtime")
 }
+
+/// Runs test `name` of the current test binary alone in a child process, with `env` set to
+/// `1` in its environment (so that the test knows it is the child), and waits at most
+/// `bound` for it: its exit status, stdout and stderr. For attacks that may abort or hang
+/// the process they run in.
+pub fn run_child(
+    name: &str,
+    env: &str,
+    bound: Duration,
+) -> (std::process::ExitStatus, String, String) {
+    use std::io::Read;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args([name, "--exact", "--nocapture", "--test-threads=1"])
+        .env(env, "1")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let read = |mut pipe: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = pipe.read_to_string(&mut text);
+            text
+        })
+    };
+    let stdout = read(Box::new(child.stdout.take().unwrap()));
+    let stderr = read(Box::new(child.stderr.take().unwrap()));
+    let deadline = std::time::Instant::now() + bound;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            child.kill().unwrap();
+            panic!("the child hung for {bound:?}");
+        }
+        std::thread::sleep(ms(10));
+    };
+    (status, stdout.join().unwrap(), stderr.join().unwrap())
+}
