@@ -28,9 +28,9 @@ use crate::throttle::{Throttle, ThrottleOutcome, ThrottleState};
 /// A group keeps its pending tasks in one deadline-ordered queue and runs one monitor task that
 /// sleeps on a single timer until the earliest deadline. A pending task is its future, stored
 /// inline in the queue beside 24 bytes of bookkeeping, with no allocation of its own (futures
-/// over 256 bytes are boxed); it is not a tokio task and has no timer of its own. When tasks fall due, the monitor starts them in deadline order (ties in the
-/// order they were scheduled), as many as the cap allows; the rest stay queued until a slot
-/// frees.
+/// over 256 bytes are boxed); it is not a tokio task and has no timer of its own. When tasks
+/// fall due, the monitor starts them in deadline order (ties in the order they were
+/// scheduled), as many as the cap allows; the rest stay queued until a slot frees.
 ///
 /// # Semantics
 ///

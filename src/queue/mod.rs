@@ -8,8 +8,9 @@
 //! # Lanes
 //!
 //! Values of one type `V` (one future type, for a group) live in a [`Lane`]: a slab of slots
-//! holding the values themselves, and two binary heaps of 16-byte entries that point into it
-//! (see [`lane`] for due and later). The queue finds a value's lane by its `TypeId`, keeps the
+//! holding the values themselves, and two heaps ([`heap::Heap`]: a run of ascending entries
+//! and a 4-ary heap) of 16-byte entries that point into it (see [`lane`] for due and later).
+//! The queue finds a value's lane by its `TypeId`, keeps the
 //! lanes ordered by their earliest entry in [`Heads`], and hands out what every lane shares:
 //! ids, schedule orders (so that equal deadlines come out in insertion order across types) and
 //! the frontier. Choosing the earliest value is O(1), and a change of a lane's earliest entry
@@ -31,7 +32,7 @@
 //! says which (the top bit of its `seq`), so [`DeadlineQueue::count_due`] is O(lanes), plus
 //! O(log n) for each value that fell due since the last count, which happens once in the
 //! value's life. Popping moves nothing. A queue whose count nobody asks for keeps everything in
-//! `later` and costs what a single heap a lane does.
+//! `later` and costs what one heap a lane does.
 //!
 //! # Removal and rescheduling
 //!
