@@ -100,16 +100,18 @@ impl Heap {
         })
     }
 
-    /// A heap of `entries`, which are sorted by `(deadline, seq)`: they make the run.
+    /// A heap of `entries`, which are sorted by `(deadline, seq)`: they make the run. Room for
+    /// `reserve` entries in each part is asked for, and gone without if the allocator refuses.
     pub(super) fn from_sorted(entries: Vec<Entry>, reserve: usize) -> Self {
         debug_assert!(entries.is_sorted_by_key(Entry::key));
         let mut run = VecDeque::from(entries);
-        run.reserve(reserve.saturating_sub(run.len()));
+        // A refusal leaves the heap working, without the room: a reserve is for speed.
+        let _ = run.try_reserve_exact(reserve.saturating_sub(run.len()));
+        let mut quad = Vec::new();
+        let _ = quad.try_reserve_exact(reserve);
         Self {
             run,
-            quad: Quad {
-                entries: Vec::with_capacity(reserve),
-            },
+            quad: Quad { entries: quad },
             reserve,
         }
     }

@@ -301,7 +301,7 @@ impl<V> Lane<V> {
         // Sorted by deadline, so the due ones come first (invariant 1).
         let split = entries.partition_point(|entry| entry.deadline <= frontier);
         let later = entries.split_off(split);
-        self.due = Heap::from_sorted(entries, 0);
+        self.due = Heap::from_sorted(entries, self.reserve);
         self.later = Heap::from_sorted(later, self.reserve);
     }
 

@@ -366,10 +366,12 @@ impl<T: 'static> DeadlineQueue<T> {
         (self.reserve > 0 && self.find(TypeId::of::<V>()).is_none()).then_some(self.reserve)
     }
 
-    /// Adds `prepared` as the lane of its type, or hands it back if the type has one already
-    /// (another caller got there first), for the caller to drop after unlocking.
+    /// Adds `prepared` as the lane of its type, or hands it back, for the caller to drop after
+    /// unlocking, if the type has one already (another caller got there first) or the queue
+    /// keeps no reserve any more (it was drained, for a cancelled group, since the caller
+    /// asked [`lane_wanted`](Self::lane_wanted)).
     pub(crate) fn install(&mut self, prepared: Prepared<T>) -> Option<Prepared<T>> {
-        if self.find(prepared.ty).is_some() {
+        if self.reserve == 0 || self.find(prepared.ty).is_some() {
             return Some(prepared);
         }
         self.add_lane(prepared);
