@@ -691,7 +691,7 @@ fn threads_scheduling_cancelling_and_rescheduling_across_types_lose_and_repeat_n
     const THREADS: usize = 3;
     const PER: usize = 300;
     let rt = multi_thread(2);
-    for iter in 0..common::iterations(100) {
+    for iter in 0..common::iterations(2000) / 20 {
         let group = rt.block_on(async { Group::builder().max_concurrent(3).build() });
         let tally = Tally::new(THREADS * PER);
         let shared: Arc<Mutex<Vec<(usize, TaskHandle)>>> = Arc::default();

@@ -741,7 +741,7 @@ fn history_between_reschedules_of_due_and_later_heads() {
 /// group; the last round of some seeds cancels the group instead.
 #[test]
 fn model_random_operations_with_sweeps_history_and_many_types() {
-    let seeds = common::iterations(24) as u64;
+    let seeds = (common::iterations(2000) / 83) as u64;
     for seed in 0..seeds {
         paused(async || {
             let mut rng = StdRng::seed_from_u64(0x13_0000 + seed);
@@ -1073,7 +1073,7 @@ fn threads_racing_first_schedules_of_new_types_into_reserved_groups() {
     const THREADS: usize = 3;
     let rt = multi_thread(2);
     let _enter = rt.enter();
-    for iter in 0..common::iterations(60) {
+    for iter in 0..common::iterations(2000) / 33 {
         let group = Group::builder().reserve(512).max_concurrent(2).build();
         let ledger: Arc<Ledger> = Arc::default();
         let soon = Instant::now() + ms(2);
@@ -1170,7 +1170,7 @@ fn a_shared_limiter_with_several_reserved_groups_and_racing_first_schedules() {
     const GROUPS: usize = 4;
     let rt = multi_thread(2);
     let _enter = rt.enter();
-    for iter in 0..common::iterations(30) {
+    for iter in 0..common::iterations(2000) / 66 {
         let limiter = Limiter::new(2);
         let groups: Vec<Group> = (0..GROUPS)
             .map(|g| {
