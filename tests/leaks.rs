@@ -247,8 +247,9 @@ fn a_million_cancelled_tasks_give_back_every_byte() {
             settle().await;
             let kept = live_bytes() - bytes;
             *line = (full_bytes, kept, full, resident_bytes());
+            // 40 bytes a pending task (inline storage, issue 13), plus the vectors' spare room.
             assert!(
-                full_bytes > 50_000_000,
+                full_bytes >= 40_000_000,
                 "a million tasks were held: {full_bytes}"
             );
             assert!(
