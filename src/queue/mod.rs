@@ -296,26 +296,49 @@ impl<T: 'static> DeadlineQueue<T> {
             .expect("a lane holds the type it was made for");
         // The low 32 bits; `widen` restores the rest (invariant 2).
         let slot = typed.insert(deadline, seq, id as u32, frontier, value);
+        self.entered(
+            lane,
+            Entry {
+                deadline,
+                seq,
+                slot,
+            },
+        );
+        self.len += 1;
+        Key { id, lane, slot }
+    }
+
+    /// `entry`, live, was just pushed into `lane`: brings the lanes' order and the known head
+    /// up to date without looking into the lane.
+    fn entered(&mut self, lane: u32, entry: Entry) {
         // The lane's top is the least of its entries (the due ones come first), so the new
         // entry is its top if it comes before the old one, and nothing changes otherwise.
-        let key = (deadline, seq);
+        let key = entry.key();
         if self.heads.key(lane).is_none_or(|top| key < top) {
             self.heads.set(lane, Some(key));
         }
         // While the head is known, no lane's top comes before it (a removal forgets it), so
         // an entry before the head is its lane's top and the new head (invariant 6).
         if self.head.is_some_and(|(_, head)| key < head.key()) {
-            self.head = Some((
-                lane,
-                Entry {
-                    deadline,
-                    seq,
-                    slot,
-                },
-            ));
+            self.head = Some((lane, entry));
         }
-        self.len += 1;
-        Key { id, lane, slot }
+    }
+
+    /// Records `lane`'s top after a change that may have moved it (invariant 4).
+    fn retop(&mut self, lane: u32) {
+        let top = self.lanes[lane as usize].top();
+        self.heads.set(lane, top.map(|entry| entry.key()));
+    }
+
+    /// The value in `slot` of `lane` lost its live entry: if it was the head, the head is not
+    /// known any more (invariant 6).
+    fn forget_head(&mut self, lane: u32, slot: u32) {
+        if self
+            .head
+            .is_some_and(|(at, head)| at == lane && head.slot == slot)
+        {
+            self.head = None;
+        }
     }
 
     /// The lane for values of type `V`, made on first use.
@@ -386,31 +409,21 @@ impl<T: 'static> DeadlineQueue<T> {
         }
         // Take the seq first: a renumbering rewrites the stamps, including this value's.
         let seq = self.take_seq();
-        let lane = &mut self.lanes[key.lane as usize];
-        let swept = lane.reschedule(key.slot, deadline, seq, self.frontier);
-        let moved = (deadline, seq);
+        let swept =
+            self.lanes[key.lane as usize].reschedule(key.slot, deadline, seq, self.frontier);
         if swept {
-            self.heads
-                .set(key.lane, lane.top().map(|entry| entry.key()));
-        } else if self.heads.key(key.lane).is_none_or(|top| moved < top) {
-            self.heads.set(key.lane, Some(moved));
+            self.retop(key.lane);
         }
-        match self.head {
-            // The head moved: its old entry is stale, and what comes next is not known.
-            Some((lane, head)) if lane == key.lane && head.slot == key.slot => self.head = None,
-            // As for an insert.
-            Some((_, head)) if moved < head.key() => {
-                self.head = Some((
-                    key.lane,
-                    Entry {
-                        deadline,
-                        seq,
-                        slot: key.slot,
-                    },
-                ));
-            }
-            _ => {}
-        }
+        // Its old entry is stale; the new one is entered as an insert's is.
+        self.forget_head(key.lane, key.slot);
+        self.entered(
+            key.lane,
+            Entry {
+                deadline,
+                seq,
+                slot: key.slot,
+            },
+        );
         true
     }
 
@@ -419,17 +432,9 @@ impl<T: 'static> DeadlineQueue<T> {
         if !self.contains(key) {
             return None;
         }
-        let lane = &mut self.lanes[key.lane as usize];
-        let (_, value, changed) = lane.remove(key.slot);
+        let (_, value, changed) = self.lanes[key.lane as usize].remove(key.slot);
         if changed {
-            self.heads
-                .set(key.lane, lane.top().map(|entry| entry.key()));
-        }
-        if self
-            .head
-            .is_some_and(|(lane, head)| lane == key.lane && head.slot == key.slot)
-        {
-            self.head = None;
+            self.retop(key.lane);
         }
         self.forget(key.lane, key.slot);
         Some(value)
@@ -457,12 +462,10 @@ impl<T: 'static> DeadlineQueue<T> {
         if top.deadline > now {
             return None;
         }
-        self.head = None;
         let typed = &mut self.lanes[lane as usize];
         debug_assert_eq!(typed.top().map(|entry| entry.key()), Some(top.key()));
         let (stamp, value) = typed.pop_top();
-        let next = typed.top();
-        self.heads.set(lane, next.map(|entry| entry.key()));
+        self.retop(lane);
         let id = self.id_of(lane, top.slot, stamp);
         self.forget(lane, top.slot);
         Some((id, value))
@@ -505,9 +508,10 @@ impl<T: 'static> DeadlineQueue<T> {
         if now > self.frontier {
             self.frontier = now;
             self.head = None;
-            for (lane, typed) in (0u32..).zip(&mut self.lanes) {
-                typed.advance(now);
-                self.heads.set(lane, typed.top().map(|entry| entry.key()));
+            for lane in 0..self.lanes.len() {
+                self.lanes[lane].advance(now);
+                // Fewer than 2^32 lanes (see `Heads::add`).
+                self.retop(lane as u32);
             }
         }
         self.lanes.iter().map(|lane| lane.due_live()).sum()
@@ -534,8 +538,9 @@ impl<T: 'static> DeadlineQueue<T> {
         Drained { lanes, len }
     }
 
-    /// The value in `slot` of `lane` left: its id is forgotten.
+    /// The value in `slot` of `lane` left: its id is forgotten, and so is the head if it was.
     fn forget(&mut self, lane: u32, slot: u32) {
+        self.forget_head(lane, slot);
         if !self.elders.is_empty() {
             self.elders.remove(&elder_key(lane, slot));
         }
@@ -593,9 +598,9 @@ impl<T: 'static> DeadlineQueue<T> {
             by_lane[lane as usize].push(entry);
         }
         self.next_seq = seq;
-        for ((lane, typed), entries) in (0u32..).zip(&mut self.lanes).zip(by_lane) {
-            typed.renumbered(entries, self.frontier);
-            self.heads.set(lane, typed.top().map(|entry| entry.key()));
+        for (lane, entries) in (0u32..).zip(by_lane) {
+            self.lanes[lane as usize].renumbered(entries, self.frontier);
+            self.retop(lane);
         }
     }
 }
