@@ -863,6 +863,19 @@ fn model_random_operations_with_sweeps_history_and_many_types() {
 
 // ===== the lane made outside the lock =====
 
+/// A group with `BIG_RESERVE` and cap `max`, on the runtime entered by the caller, with one
+/// task of each of the first `pre` types scheduled at `at` (9 or more: the `HashMap` path).
+fn reserved_with_types(max: usize, pre: usize, at: Instant, ledger: &Arc<Ledger>) -> Group {
+    let group = Group::builder()
+        .reserve(BIG_RESERVE)
+        .max_concurrent(max)
+        .build();
+    for ty in TYPES.iter().take(pre) {
+        ty(&group, at, ledger.token());
+    }
+    group
+}
+
 /// Two first schedules of one type at once into a reserved group: the second to make its lane
 /// finds the first's installed, drops its own outside the lock (on its own thread) and puts its
 /// task in the installed lane; both run, in schedule order. `pre` types first (9 or more: the
@@ -870,15 +883,9 @@ fn model_random_operations_with_sweeps_history_and_many_types() {
 fn two_first_schedules_of_one_type(pre: usize) {
     let rt = multi_thread(2);
     let _enter = rt.enter();
-    let group = Group::builder()
-        .reserve(BIG_RESERVE)
-        .max_concurrent(0)
-        .build();
     let ledger: Arc<Ledger> = Arc::default();
     let at = Instant::now() + ms(5);
-    for ty in TYPES.iter().take(pre) {
-        ty(&group, at, ledger.token());
-    }
+    let group = reserved_with_types(0, pre, at, &ledger);
     let first_id = ledger.drops.lock().unwrap().len();
     let (armed_handle, held) = {
         let (g, l) = (group.clone(), ledger.clone());
@@ -928,23 +935,17 @@ fn two_first_schedules_of_one_type_past_the_scan_of_eight_types() {
 /// cancelled) and `wait()` ends; and, as `Builder::reserve` says, "a cancelled group gives back
 /// all of it".
 ///
-/// `install` does not look at whether the group is cancelled: the lane, with its reserve,
-/// goes into the drained queue (whose own reserve is 0 by then) and stays there until the
-/// group is dropped. At 2^17 tasks of reserve that is 12 MiB (96 bytes a task: the slab and
-/// four heap vectors) kept by a cancelled group, per type whose first schedule raced the
-/// cancellation.
+/// Found a defect, fixed since: `install` did not look at whether the group was cancelled, so
+/// the lane, with its reserve, went into the drained queue (whose own reserve is 0 by then) and
+/// stayed there until the group was dropped: at 2^17 tasks of reserve, 12 MiB (96 bytes a
+/// task: the slab and four heap vectors) per type whose first schedule raced the cancellation.
+/// `install` now hands a lane back once the queue has been drained.
 fn cancelled_between_lane_wanted_and_install(pre: usize) {
     let rt = multi_thread(2);
     let _enter = rt.enter();
-    let group = Group::builder()
-        .reserve(BIG_RESERVE)
-        .max_concurrent(0)
-        .build();
     let ledger: Arc<Ledger> = Arc::default();
     let at = Instant::now() + ms(5);
-    for ty in TYPES.iter().take(pre) {
-        ty(&group, at, ledger.token());
-    }
+    let group = reserved_with_types(0, pre, at, &ledger);
     let (handle, held) = {
         let (g, l) = (group.clone(), ledger.clone());
         in_window(
@@ -994,12 +995,9 @@ fn a_group_cancelled_in_the_install_window_still_refuses_drops_and_counts() {
     for pre in [0, 10] {
         let rt = multi_thread(2);
         let _enter = rt.enter();
-        let group = Group::builder().reserve(BIG_RESERVE).build();
         let ledger: Arc<Ledger> = Arc::default();
         let far = Instant::now() + Duration::from_secs(3600);
-        for ty in TYPES.iter().take(pre) {
-            ty(&group, far, ledger.token());
-        }
+        let group = reserved_with_types(usize::MAX, pre, far, &ledger);
         let (handle, _) = {
             let (g, l) = (group.clone(), ledger.clone());
             in_window(
