@@ -860,10 +860,10 @@ fn a_reserve_with_zero_sized_and_boundary_sized_futures_works() {
     });
 }
 
-/// `reserve(usize::MAX)`: "odd input never panics". The first schedule makes the type's
-/// lane, whose `Vec::with_capacity(usize::MAX)` panics ("capacity overflow") under the pool's
-/// lock, after the pool counted the task as scheduled and pending. Nothing ever takes it off
-/// `pending`, so `wait()` hangs, even after `cancel()`.
+/// `reserve(usize::MAX)`: "odd input never panics". Found a defect, fixed since: the first
+/// schedule made the type's lane, whose `Vec::with_capacity(usize::MAX)` panicked ("capacity
+/// overflow") under the pool's lock, after the pool had counted the task as scheduled and
+/// pending; nothing took it off `pending`, so `wait()` hung, even after `cancel()`.
 #[test]
 fn reserve_usize_max_neither_panics_nor_strands_wait() {
     current_thread(true).block_on(async {
@@ -908,9 +908,10 @@ fn child_reserve_of_2_pow_40() {
     });
 }
 
-/// `reserve(1 << 40)`: 24 TiB of slots for a small future. The first schedule asks the
-/// allocator for them, which refuses, and Rust's `handle_alloc_error` aborts the process: no
-/// panic to catch, every group of the process gone.
+/// `reserve(1 << 40)`: 24 TiB of slots for a small future. Found a defect, fixed since (the
+/// room is now asked for with `try_reserve`, and a refusal means no reserve): the first
+/// schedule asked the allocator for them, which refused, and `handle_alloc_error` aborted the
+/// process: no panic to catch, every group of the process gone.
 #[test]
 fn reserve_of_2_pow_40_does_not_abort_the_process() {
     let (status, stdout, stderr) =
@@ -953,10 +954,10 @@ async fn work_twice_guard(group: &Group) {
     bounded(group.wait()).await.unwrap();
 }
 
-/// Builder::reserve: "a cancelled group gives back all of it". The lane's `take_all` sets
-/// its own reserve to 0 but not the `later` heap's, whose `clear()` shrinks to the heap's own
-/// reserve: 16 bytes a task of the reserve stay held per future type until the group is
-/// dropped.
+/// Builder::reserve: "a cancelled group gives back all of it". Found a defect, fixed since:
+/// the lane's `take_all` set its own reserve to 0 but not the `later` heap's, whose `clear()`
+/// shrank to the heap's own reserve: 16 bytes a task of the reserve stayed held per future
+/// type until the group was dropped.
 #[test]
 fn a_cancelled_group_gives_back_its_reserve() {
     async fn work(group: &Group) {
@@ -975,9 +976,10 @@ fn a_cancelled_group_gives_back_its_reserve() {
 }
 
 /// Builder::reserve: "A group that empties gives back the memory beyond the reserve, as one
-/// without a reserve gives back all of it." A lane's slab is shrunk only when its capacity is
-/// over 4 x max(len, 64), so an emptied lane keeps up to 256 slots of its type: for 256-byte
-/// futures, 256 x 264 B = 66 KiB per future type, for as long as the group lives (the old
+/// without a reserve gives back all of it." Found a defect, fixed since (the docs now say at
+/// most a few hundred bytes a type): a lane's slab was shrunk only when its capacity was over
+/// 4 x max(len, 64), so an emptied lane kept up to 256 slots of its type: for 256-byte
+/// futures, 256 x 264 B = 66 KiB per future type, for as long as the group lived (the old
 /// single slab kept at most 256 x 24 B = 6 KiB per group). Eight such types: 528 KiB.
 #[test]
 fn an_emptied_group_without_reserve_gives_back_its_slabs() {
@@ -1023,9 +1025,9 @@ fn schedules_within_the_reserve_allocate_nothing() {
     });
 }
 
-/// Builder::reserve: "scheduling up to that many costs no allocation". Not once `history()`
-/// has been asked (a dashboard): the queue's frontier moves to now, and tasks due by then go
-/// to each lane's `due` heap, which has no reserve and grows by allocation.
+/// Builder::reserve: "scheduling up to that many costs no allocation". Found a defect, fixed
+/// since: not once `history()` had been asked (a dashboard), for the queue's frontier moves to
+/// now and tasks due by then go to each lane's `due` heap, which had no reserve.
 #[test]
 fn schedules_within_the_reserve_allocate_nothing_after_history() {
     current_thread(true).block_on(async {
