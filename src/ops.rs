@@ -7,8 +7,7 @@ use std::sync::Arc;
 use tokio::time::Instant;
 
 use crate::driver::apply;
-use crate::queue::Key;
-use crate::queue::{Pending, Prepared};
+use crate::queue::{Key, Pending, Prepared};
 use crate::shared::Shared;
 use crate::task::{BoxTask, Boxed, INLINE_MAX, Inline, drop_unstarted};
 use crate::throttle::{Throttle, ThrottleOutcome, ThrottleState};
@@ -53,7 +52,7 @@ impl Shared {
                 key
             }
             Err((key, task)) => {
-                self.reject(task.start());
+                self.reject(task);
                 key
             }
         }

@@ -142,7 +142,7 @@ impl Shared {
     }
 
     /// Drops `task`, scheduled into a cancelled group, and settles it.
-    pub(crate) fn reject(&self, task: BoxTask) {
+    pub(crate) fn reject<T>(&self, task: T) {
         drop_unstarted(task);
         self.settle_cancelled(1);
     }

@@ -87,8 +87,9 @@ pub(crate) fn poll_catching(task: &mut BoxTask, cx: &mut Context<'_>) -> Result<
 /// Drops the future of a task cancelled before it started (by its handle, by a cancelled
 /// group's drain, or refused by a cancelled group), catching a panic from its `Drop`; outside
 /// any task, as far as [`task_id`](crate::task_id) says, even when another task's poll
-/// cancelled it. Returns `false` if it panicked.
-pub(crate) fn drop_unstarted(task: BoxTask) -> bool {
+/// cancelled it. Returns `false` if it panicked. The task may still be as the queue stores it
+/// (a refused one is never boxed).
+pub(crate) fn drop_unstarted<T>(task: T) -> bool {
     let _outside = crate::id::outside();
     drop_catching(task)
 }
