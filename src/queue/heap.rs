@@ -48,6 +48,13 @@ impl PartialOrd for Entry {
 /// bytes: a queue that empties and fills again with a few entries does not allocate each time.
 pub(super) const KEEP_BYTES: usize = 256;
 
+/// The room a vector of `len` elements and `capacity` should shrink to, if it holds more than
+/// four times what it needs, where it needs `len` and at least `room`: to twice `len` (so that
+/// a few pushes after a shrink do not grow it again at once), or `room`.
+pub(super) fn shrunk(capacity: usize, len: usize, room: usize) -> Option<usize> {
+    (capacity > (4 * len).max(room)).then(|| (2 * len).max(room))
+}
+
 /// [`KEEP_BYTES`] in entries.
 const KEEP: usize = KEEP_BYTES / size_of::<Entry>();
 
@@ -125,11 +132,20 @@ impl Heap {
         self.run.iter().chain(&self.quad.entries)
     }
 
-    pub(super) fn peek(&self) -> Option<&Entry> {
+    /// Whether the least entry is the top of `quad` rather than the front of `run`.
+    fn least_in_quad(&self) -> bool {
         match (self.run.front(), self.quad.entries.first()) {
-            (Some(run), Some(quad)) if quad.key() < run.key() => Some(quad),
-            (None, quad) => quad,
-            (run, _) => run,
+            (Some(run), Some(quad)) => quad.key() < run.key(),
+            (None, quad) => quad.is_some(),
+            (Some(_), None) => false,
+        }
+    }
+
+    pub(super) fn peek(&self) -> Option<&Entry> {
+        if self.least_in_quad() {
+            self.quad.entries.first()
+        } else {
+            self.run.front()
         }
     }
 
@@ -141,10 +157,10 @@ impl Heap {
     }
 
     pub(super) fn pop(&mut self) -> Option<Entry> {
-        match (self.run.front(), self.quad.entries.first()) {
-            (Some(run), Some(quad)) if quad.key() < run.key() => self.quad.pop(),
-            (None, _) => self.quad.pop(),
-            _ => self.run.pop_front(),
+        if self.least_in_quad() {
+            self.quad.pop()
+        } else {
+            self.run.pop_front()
         }
     }
 
@@ -161,10 +177,9 @@ impl Heap {
     pub(super) fn retain(&mut self, mut keep: impl FnMut(&Entry) -> bool) {
         // A subsequence of an ascending run is ascending.
         self.run.retain(&mut keep);
-        let len = self.run.len();
         let room = self.reserve.max(KEEP);
-        if self.run.capacity() > (4 * len).max(room) {
-            self.run.shrink_to((2 * len).max(room));
+        if let Some(to) = shrunk(self.run.capacity(), self.run.len(), room) {
+            self.run.shrink_to(to);
         }
         self.quad.retain(keep, room);
     }
@@ -248,8 +263,8 @@ impl Quad {
         for at in (0..len.div_ceil(ARITY)).rev() {
             self.sift_down(at);
         }
-        if self.entries.capacity() > (4 * len).max(room) {
-            self.entries.shrink_to((2 * len).max(room));
+        if let Some(to) = shrunk(self.entries.capacity(), len, room) {
+            self.entries.shrink_to(to);
         }
     }
 

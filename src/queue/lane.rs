@@ -17,7 +17,7 @@ use std::collections::btree_map::Entry::Vacant as Vacancy;
 use std::collections::{BTreeMap, TryReserveError};
 use std::num::NonZeroU32;
 
-use super::heap::{Entry, Heap, KEEP_BYTES};
+use super::heap::{Entry, Heap, KEEP_BYTES, shrunk};
 use super::{DUE, NIL, Pending, widen};
 
 /// Below this many stale entries the heaps are never swept: a sweep is O(heap length).
@@ -396,10 +396,9 @@ impl<V> Lane<V> {
                 self.free = slot as u32;
             }
         }
-        let len = self.slots.len();
         let room = (KEEP_BYTES / size_of::<Slot<V>>()).max(self.reserve);
-        if self.slots.capacity() > (4 * len).max(room) {
-            self.slots.shrink_to((2 * len).max(room));
+        if let Some(to) = shrunk(self.slots.capacity(), self.slots.len(), room) {
+            self.slots.shrink_to(to);
         }
     }
 }
