@@ -446,8 +446,9 @@ async fn handles(variant: &str) -> Metrics {
     let per_task = |start: std::time::Instant| start.elapsed().as_nanos() as f64 / N as f64;
     match variant {
         "group" | "group+reserve" => {
-            let reserve = if variant == "group" { 0 } else { N };
-            let group = Group::builder().runtime(rt).reserve(reserve).build();
+            let Sched::Group(group) = Sched::new(variant, &rt, None, N as u64) else {
+                unreachable!("a group variant makes a group");
+            };
             let handles: Vec<_> = (0..N).map(|_| group.schedule(at, work())).collect();
             let start = std::time::Instant::now();
             for handle in &handles {
