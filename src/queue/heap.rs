@@ -21,7 +21,9 @@ impl Entry {
 }
 
 impl Ord for Entry {
-    /// Reversed, so that the standard max-heap pops the smallest `(deadline, seq)` first.
+    /// Reversed, so that the standard max-heap pops the smallest `(deadline, seq)` first: the
+    /// queue's own heaps compare keys; this order is for `benches/heap.rs`, which runs the
+    /// standard `BinaryHeap` beside them on the same entries.
     fn cmp(&self, other: &Self) -> Ordering {
         other.key().cmp(&self.key())
     }
