@@ -343,11 +343,7 @@ impl<T: 'static> DeadlineQueue<T> {
 
     /// The lane for values of type `V`, made on first use.
     fn lane_of<V: Pending<T>>(&mut self) -> u32 {
-        let ty = TypeId::of::<V>();
-        if self.types.get(self.recent as usize) == Some(&ty) {
-            return self.recent;
-        }
-        let lane = match self.find(ty) {
+        let lane = match self.find(TypeId::of::<V>()) {
             Some(lane) => lane,
             None => self.add_lane(Prepared::new::<V>(self.reserve)),
         };
@@ -355,9 +351,11 @@ impl<T: 'static> DeadlineQueue<T> {
         lane
     }
 
-    /// The lane of values of type `ty`, if it has one.
+    /// The lane of values of type `ty`, if it has one: the latest insert's, most often.
     fn find(&self, ty: TypeId) -> Option<u32> {
-        if self.types.len() <= SCAN {
+        if self.types.get(self.recent as usize) == Some(&ty) {
+            Some(self.recent)
+        } else if self.types.len() <= SCAN {
             let at = self.types.iter().position(|&t| t == ty)?;
             // Fewer than 2^32 lanes: `Heads::add` numbers them.
             Some(at as u32)
