@@ -35,7 +35,7 @@
 
 use std::future::Future;
 use std::pin::{Pin, pin};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError, Weak};
 use std::task::{Context, Wake, Waker};
 
@@ -96,8 +96,16 @@ impl CancelWatch {
     pub(crate) fn register(&self) -> Registration<'_> {
         Registration {
             notified: self.abort.notified(),
+            notify: &self.abort,
             waker: None,
+            aborts: 0,
         }
+    }
+
+    /// Wakes every runner, so that the one whose task a handle asked to stop sees it (see
+    /// [`Registration::keep`]); the others poll their tasks once more, as a spurious wake-up.
+    pub(crate) fn wake_runners(&self) {
+        self.abort.notify_waiters();
     }
 
     /// Sets the flag and wakes the runners. Returns `true` the first time. The caller cancels
@@ -113,29 +121,46 @@ impl CancelWatch {
 
 pin_project_lite::pin_project! {
     /// A runner's registration on its group's abort `Notify`: being woken through it is only a
-    /// reason to look at [`CancelWatch::is_cancelled`].
+    /// reason to look at [`CancelWatch::is_cancelled`], and at whether its task was asked to
+    /// stop.
     pub(crate) struct Registration<'a> {
         #[pin]
         notified: Notified<'a>,
+        notify: &'a Notify,
         // The waker `notified` was last polled with.
         waker: Option<Waker>,
+        // The group's count of aborts read right after `notified` was made.
+        aborts: u64,
     }
 }
 
 impl Registration<'_> {
-    /// Makes sure that the waker of `cx` is the one woken on cancellation; call it on every
-    /// poll, before checking the flag. The `Notified` is polled again only when the waker is not
-    /// the one it holds ([`Waker::will_wake`] is cheap, and `true` only for the same task), so
-    /// a runner whose waker never changes, as a tokio task's does not, takes the `Notify`'s lock
-    /// once.
-    pub(crate) fn keep(self: Pin<&mut Self>, cx: &mut Context<'_>) {
-        let this = self.project();
-        if this.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
-            return;
+    /// Makes sure that the waker of `cx` is the one woken on cancellation and on any abort
+    /// asked for from now on; call it on every poll, before checking the flag. Returns the
+    /// group's count of aborts (`aborts`, published by whoever asks for one before it wakes the
+    /// runners): any abort that moves it past the returned value wakes this waker.
+    ///
+    /// A wake for an abort uses the `Notified` up, so a new one is made once the count has
+    /// moved, and the count is read again after that (a `Notified` receives every
+    /// `notify_waiters` from the moment it is made). Otherwise the `Notified` is polled again
+    /// only when the waker is not the one it holds ([`Waker::will_wake`] is cheap, and `true`
+    /// only for the same task): a runner whose waker never changes, as a tokio task's does not,
+    /// takes the `Notify`'s lock once, plus once per abort in its group.
+    pub(crate) fn keep(self: Pin<&mut Self>, cx: &mut Context<'_>, aborts: &AtomicU64) -> u64 {
+        let mut this = self.project();
+        let seen = aborts.load(Ordering::Acquire);
+        let same_waker = this.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker()));
+        if same_waker && seen == *this.aborts {
+            return seen;
         }
-        // `Ready` means the flag is set, which the caller checks next.
-        let _ = this.notified.poll(cx);
+        if seen != *this.aborts {
+            this.notified.set(this.notify.notified());
+        }
+        // `Ready` means the flag is set, or an abort was asked for: the caller looks next.
+        let _ = this.notified.as_mut().poll(cx);
         *this.waker = Some(cx.waker().clone());
+        *this.aborts = aborts.load(Ordering::Acquire);
+        *this.aborts
     }
 }
 
@@ -333,20 +358,47 @@ mod tests {
     #[test]
     fn item7_a_registration_wakes_the_waker_of_the_latest_poll() {
         let watch = CancelWatch::with_fast_path(CancellationToken::new(), true);
+        let aborts = AtomicU64::new(0);
         let (a, b) = (Arc::new(Count::default()), Arc::new(Count::default()));
         let (waker_a, waker_b) = (Waker::from(a.clone()), Waker::from(b.clone()));
         let mut registration = pin!(watch.register());
         registration
             .as_mut()
-            .keep(&mut Context::from_waker(&waker_a));
+            .keep(&mut Context::from_waker(&waker_a), &aborts);
         registration
             .as_mut()
-            .keep(&mut Context::from_waker(&waker_b));
+            .keep(&mut Context::from_waker(&waker_b), &aborts);
         // The same waker again changes nothing.
         registration
             .as_mut()
-            .keep(&mut Context::from_waker(&waker_b.clone()));
+            .keep(&mut Context::from_waker(&waker_b.clone()), &aborts);
         assert!(watch.mark());
         assert_eq!((a.get(), b.get()), (0, 1));
+    }
+
+    /// Issue 10: a wake for one abort uses the registration up; once the count of aborts has
+    /// moved, the next `keep` makes a new one, so a second abort (and a third) wakes again,
+    /// and `keep` returns the count read after registering.
+    #[test]
+    fn a_registration_is_renewed_after_each_abort_and_wakes_for_the_next() {
+        let watch = CancelWatch::with_fast_path(CancellationToken::new(), true);
+        let aborts = AtomicU64::new(0);
+        let count = Arc::new(Count::default());
+        let waker = Waker::from(count.clone());
+        let mut registration = pin!(watch.register());
+        let mut cx = Context::from_waker(&waker);
+        assert_eq!(registration.as_mut().keep(&mut cx, &aborts), 0);
+        for n in 1..=3 {
+            aborts.store(n, Ordering::Release);
+            watch.wake_runners();
+            assert_eq!(count.get(), n as usize, "abort {n} woke the runner");
+            assert_eq!(registration.as_mut().keep(&mut cx, &aborts), n);
+        }
+        watch.wake_runners();
+        assert_eq!(
+            count.get(),
+            4,
+            "a registration made after the last abort still wakes"
+        );
     }
 }

@@ -55,10 +55,11 @@ use std::time::Duration;
 use tokio::time::{Instant, sleep_until};
 
 use crate::clock::Clock;
+use crate::error::CancelledBy;
 use crate::id::{self, TaskId};
 use crate::pool::{Action, Started, Step, Wake};
 use crate::shared::{Domain, Effects, Shared, lock};
-use crate::task::{BoxTask, Outcome, drop_catching, poll_catching, wake_catching};
+use crate::task::{BoxTask, End, Outcome, poll_catching, wake_catching};
 
 /// A spawn to carry out: a runner for a task that holds its slots, or a monitor.
 enum Spawn {
@@ -324,31 +325,45 @@ struct Runner {
 impl Runner {
     async fn run(mut self) {
         let shared = self.shared.clone();
-        // Woken on cancellation; kept registered with the waker of each poll (in a tokio task
-        // that is the same waker, registered once).
+        // Woken on cancellation and on aborts; kept registered with the waker of each poll (in
+        // a tokio task that is the same waker, registered once, and again after each abort).
         let mut abort = pin!(shared.cancel.register());
         loop {
-            let outcome = poll_fn(|cx| {
-                abort.as_mut().keep(cx);
+            let (id, mut checked) = {
+                let started = self
+                    .task
+                    .as_ref()
+                    .expect("a runner always holds a task here");
+                (started.id, started.aborts)
+            };
+            let how = poll_fn(|cx| {
+                let aborts = abort.as_mut().keep(cx, &shared.aborts);
                 // Checked after registering, so a cancellation that comes later wakes us.
                 if shared.cancel.is_cancelled() {
-                    return Poll::Ready(Outcome::Cancelled);
+                    return Poll::Ready(End::Cancelled(CancelledBy::Group));
+                }
+                // Aborts were asked for since we last looked: is this task's among them?
+                if aborts != checked {
+                    checked = aborts;
+                    if shared.lock().is_aborted(shared.id, id) {
+                        return Poll::Ready(End::Cancelled(CancelledBy::Handle));
+                    }
                 }
                 let started = self
                     .task
                     .as_mut()
                     .expect("a runner always holds a task here");
                 // `task_id()` inside the task.
-                let _entered = id::enter(TaskId::new(started.id));
+                let _entered = id::enter(TaskId::new(id));
                 match poll_catching(&mut started.task, cx) {
-                    Ok(Poll::Ready(())) => Poll::Ready(Outcome::Completed),
+                    Ok(Poll::Ready(())) => Poll::Ready(End::Completed),
                     Ok(Poll::Pending) => Poll::Pending,
-                    Err(()) => Poll::Ready(Outcome::Panicked),
+                    Err(payload) => Poll::Ready(End::Panicked(payload)),
                 }
             })
             .await;
             let started = self.task.take().expect("a runner always holds a task here");
-            let (task, outcome) = end(started, outcome);
+            let (task, outcome) = end(started, how);
             let now = shared.clock.now();
             let mut fx = shared
                 .lock()
@@ -368,18 +383,11 @@ impl Runner {
     }
 }
 
-/// Drops a finished task's future, which sees its own id in `task_id()`; a panic in its
-/// `Drop` makes a completed task a panicked one. Returns the task's id and how it ended.
-fn end(started: Started<BoxTask>, outcome: Outcome) -> (u64, Outcome) {
-    let dropped = {
-        let _entered = id::enter(TaskId::new(started.id));
-        drop_catching(started.task)
-    };
-    let outcome = match (dropped, outcome) {
-        (false, Outcome::Completed) => Outcome::Panicked,
-        (_, outcome) => outcome,
-    };
-    (started.id, outcome)
+/// Ends a task: drops its future, which sees its own id in `task_id()`, and tells whoever
+/// awaits it (see `Task::end`). Returns the task's id and how it counts.
+fn end(started: Started<BoxTask>, how: End) -> (u64, Outcome) {
+    let _entered = id::enter(TaskId::new(started.id));
+    (started.id, started.task.end(started.id, how))
 }
 
 impl Drop for Runner {
@@ -391,7 +399,7 @@ impl Drop for Runner {
     fn drop(&mut self) {
         if let Some(started) = self.task.take() {
             self.shared.cancel_and_drain(false);
-            let (task, outcome) = end(started, Outcome::Cancelled);
+            let (task, outcome) = end(started, End::Cancelled(CancelledBy::Group));
             let at = self.shared.at();
             let fx = self
                 .shared

@@ -179,7 +179,7 @@ impl Every {
             (first, state.pending.take())
         };
         if let Some((_, key)) = pending {
-            self.series.shared.cancel_task(key);
+            self.series.shared.cancel_task(key, false);
         }
         first && live
     }
@@ -339,8 +339,8 @@ impl Series {
         };
         if cancel {
             // `stop` ran meanwhile and could not see this run: cancel it here. If it already
-            // began, it saw `stopped` and called no `make()`.
-            self.shared.cancel_task(key);
+            // began, it saw `stopped` and calls no `make()`; it is left to end so.
+            self.shared.cancel_task(key, false);
         }
     }
 

@@ -17,6 +17,7 @@ use crate::every::Every;
 use crate::handle::TaskHandle;
 use crate::history::History;
 use crate::limiter::Limiter;
+use crate::output::{JoinHandle, Results};
 use crate::shared::Shared;
 use crate::stats::Stats;
 use crate::task::catching;
@@ -154,8 +155,8 @@ impl Group {
     /// [`delay`](Group::delay)).
     ///
     /// The future may have any output; it is dropped when the task ends (a task that returns
-    /// `Err` still counts as completed: it returned). Handing outputs back to the requester is
-    /// not built yet.
+    /// `Err` still counts as completed: it returned). To have the output back, schedule with
+    /// [`schedule_join`](Group::schedule_join), or through [`results`](Group::results).
     ///
     /// # Examples
     ///
@@ -191,6 +192,66 @@ impl Group {
     {
         let key = self.shared.schedule(deadline, future);
         TaskHandle::new(self.shared.clone(), key)
+    }
+
+    /// Runs `future` after `delay`, as [`delay`](Group::delay) does, and returns a
+    /// [`JoinHandle`] that resolves to its output: `Ok(output)`, or a [`JoinError`](crate::JoinError) if the task
+    /// was cancelled (by its handle or with the group) or panicked.
+    ///
+    /// The task is stored as any other, with a pointer to its result's channel beside its
+    /// future; the channel is one allocation (tokio's `oneshot`). For many outputs in the order
+    /// their tasks end, without an allocation per task, use [`results`](Group::results).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// use schedgroup::Group;
+    /// use std::time::Duration;
+    ///
+    /// let group = Group::new();
+    /// let retry = group.delay_join(Duration::from_millis(250), async { "200 OK" });
+    /// assert_eq!(retry.await.unwrap(), "200 OK");
+    /// # }
+    /// ```
+    pub fn delay_join<F>(&self, delay: Duration, future: F) -> JoinHandle<F::Output>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        let deadline = self.shared.clock.after(delay);
+        self.join_key(deadline, future)
+    }
+
+    /// Runs `future` at or after `deadline`, as [`schedule`](Group::schedule) does, and
+    /// returns a [`JoinHandle`] that resolves to its output (see
+    /// [`delay_join`](Group::delay_join)).
+    pub fn schedule_join<F>(&self, deadline: impl Into<Instant>, future: F) -> JoinHandle<F::Output>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        let deadline = self.shared.clock.key(deadline.into());
+        self.join_key(deadline, future)
+    }
+
+    fn join_key<F>(&self, deadline: u64, future: F) -> JoinHandle<F::Output>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        let (sink, handle) = JoinHandle::channel();
+        let key = self.shared.schedule_awaited(deadline, future, sink);
+        handle(TaskHandle::new(self.shared.clone(), key))
+    }
+
+    /// A collector of outputs: tasks scheduled through it ([`Results::delay`],
+    /// [`Results::schedule`]) are tasks of this group, and [`Results::join_next`] returns their
+    /// outputs in the order they end, each with its task's id, like tokio's
+    /// `JoinSet::join_next_with_id`. One pointer per pending task, no allocation per task.
+    pub fn results<T: Send + 'static>(&self) -> Results<T> {
+        Results::new(self.shared.clone())
     }
 
     /// Runs `make()`'s future every `period`, the first time one period from now; stopped by

@@ -1,4 +1,5 @@
-//! [`TaskHandle`]: cancel or move one pending task.
+//! [`TaskHandle`]: cancel one task whatever its state, move it while it is pending, and tell
+//! its id, deadline and state.
 
 use std::fmt;
 use std::sync::Arc;
@@ -12,10 +13,12 @@ use crate::shared::Shared;
 /// A handle to one task of a [`Group`](crate::Group), returned by
 /// [`Group::delay`](crate::Group::delay) and [`Group::schedule`](crate::Group::schedule).
 ///
-/// It can cancel or reschedule the task while the task is pending (not yet started). Dropping
-/// the handle changes nothing. A handle whose task has started, finished or been cancelled is
-/// inert: every method returns `false`. It can never reach another task, even one that took
-/// over its place in the group's storage.
+/// It cancels the task whatever its state ([`cancel`](TaskHandle::cancel): a pending task never
+/// starts, a running one stops at its next `.await`), moves it while it is pending
+/// ([`reschedule`](TaskHandle::reschedule)), and tells its id, its deadline while it is
+/// pending, and whether it has ended. Dropping the handle changes nothing. A handle whose task
+/// has ended is inert: `cancel` and `reschedule` return `false`. It can never reach another
+/// task, even one that took over its place in the group's storage.
 ///
 /// Clones refer to the same task.
 ///
@@ -62,12 +65,22 @@ impl TaskHandle {
         TaskId::new(self.key.id())
     }
 
-    /// Cancels the task if it has not started: its future is dropped before this returns.
+    /// Cancels the task, whatever its state: the one way to stop a task.
     ///
-    /// Returns `true` if the task was pending and now never runs; `false` if it had already
-    /// started, finished or been cancelled.
+    /// - **Pending**: it never starts; its future is dropped before this returns.
+    /// - **Running**: it stops at its next `.await`: its runner is woken, drops the future
+    ///   instead of polling it again, and frees its slot. If the task is inside a poll at that
+    ///   moment and returns from it, it completed; otherwise it counts as cancelled. Like
+    ///   tokio's `JoinHandle::abort`, this does not wait for the task to stop: await its
+    ///   [`JoinHandle`](crate::JoinHandle), or [`Group::wait`](crate::Group::wait), for that.
+    ///   Every running task of the group is polled once more (a spurious wake-up, which the
+    ///   `Future` contract allows), since runners share one wake-up.
+    ///
+    /// Whoever awaits the task's output is told [`CancelledBy::Handle`](crate::CancelledBy).
+    /// Returns `true` if the task was pending or running (and not asked to stop before);
+    /// `false` if it had ended.
     pub fn cancel(&self) -> bool {
-        self.shared.cancel_task(self.key)
+        self.shared.cancel_task(self.key, true)
     }
 
     /// Moves the pending task to `deadline` (a [`tokio::time::Instant`] or a
@@ -86,6 +99,30 @@ impl TaskHandle {
     pub fn is_pending(&self) -> bool {
         self.shared.is_pending(self.key)
     }
+
+    /// Whether the task has ended: returned, panicked, or cancelled (before it started, or
+    /// stopped while it ran). `false` while it is pending or running.
+    #[must_use]
+    pub fn is_finished(&self) -> bool {
+        self.shared.is_finished(self.key)
+    }
+
+    /// When the task is due, as last scheduled or rescheduled; `None` once it has started or
+    /// ended.
+    ///
+    /// A task that never falls due (a delay of `Duration::MAX`) reports an instant 30 years
+    /// on, as tokio's `sleep(Duration::MAX)` does.
+    ///
+    /// Cost: O(1) for the group's earliest task. For the others, the group keeps no deadline
+    /// per task (that would cost 8 bytes on every pending task), so it looks the task's entry
+    /// up among the pending tasks of the same future type, under the group's lock: about
+    /// 1 ns per such task (see `BENCHMARKS.md`). Keep your own copy if you ask often in a
+    /// large group.
+    #[must_use]
+    pub fn deadline(&self) -> Option<Instant> {
+        let key = self.shared.deadline(self.key)?;
+        Some(self.shared.clock.instant(key))
+    }
 }
 
 impl fmt::Debug for TaskHandle {
@@ -94,6 +131,7 @@ impl fmt::Debug for TaskHandle {
             .field("group", &self.shared.name)
             .field("id", &self.id())
             .field("pending", &self.is_pending())
+            .field("finished", &self.is_finished())
             .finish()
     }
 }

@@ -50,13 +50,23 @@
 //! | you would write | what it costs per pending task | what a `Group` adds |
 //! |---|---|---|
 //! | `tokio::spawn(async { sleep(d).await; work().await })` | a tokio task and a timer entry, polled once when it fires | one task and one timer per group; a cap that keeps due work queued instead of parked on a semaphore; `wait()`; cancel and reschedule by handle |
-//! | a [`JoinSet`] of sleeping futures | the same, plus the set's bookkeeping | the same; results are not collected (a task's output is dropped when it ends) |
+//! | a [`JoinSet`] of sleeping futures | the same, plus the set's bookkeeping | the same; outputs in the order tasks end, with ids, through [`Results`] (no allocation per task), or one task's through a [`JoinHandle`] |
 //! | [`TaskTracker`] + spawn + sleep | the same | the same; `wait()` also says whether tasks panicked or the group was cancelled |
 //! | `tokio::spawn(async { let mut i = interval(p); loop { i.tick().await; work().await } })` | a tokio task and a timer per series | [`Group::every`]: each run is a task of the group (counted, under the cap, cancelled with it), a series is one pending task; [`Every::stop`] by handle; the same [`MissedTickBehavior`] choices |
 //! | one task driving a [`DelayQueue`] and spawning what expires | a queue entry; you write the driver loop, the cap and the shutdown | the driver, the cap, cancellation, `wait()`, handles that can never name the wrong entry |
 //!
-//! Use a `JoinSet` when you need each task's output, and `DelayQueue` when you want expired
-//! *values* handed to your own loop rather than futures run for you.
+//! Use `DelayQueue` when you want expired *values* handed to your own loop rather than futures
+//! run for you.
+//!
+//! # Outputs
+//!
+//! [`Group::delay`] and [`Group::schedule`] drop a task's output when it ends: nothing is kept
+//! for it. To have it back, schedule with [`Group::delay_join`] / [`Group::schedule_join`]
+//! (a [`JoinHandle`], awaited like tokio's), or through a [`Results`] from [`Group::results`]
+//! (outputs in the order the tasks end, each with its [`TaskId`], like
+//! `JoinSet::join_next_with_id`). Either says how a task that gave no output ended: a
+//! [`JoinError`], cancelled (by its handle or with the group: [`CancelledBy`]) or panicked
+//! (with the payload). [`TaskHandle::cancel`] stops a task whatever its state.
 //!
 //! # Guarantees
 //!
@@ -233,6 +243,7 @@ mod id;
 mod limit;
 mod limiter;
 mod ops;
+mod output;
 mod pool;
 mod queue;
 mod shared;
@@ -240,13 +251,14 @@ mod stats;
 mod task;
 mod throttle;
 
-pub use crate::error::WaitError;
+pub use crate::error::{CancelledBy, JoinError, WaitError};
 pub use crate::every::Every;
 pub use crate::group::{Builder, Group};
 pub use crate::handle::TaskHandle;
 pub use crate::history::{History, Window};
 pub use crate::id::{TaskId, task_id};
 pub use crate::limiter::{Limiter, LimiterPermit};
+pub use crate::output::{JoinHandle, Results};
 pub use crate::stats::Stats;
 pub use crate::throttle::{Throttle, ThrottleOutcome};
 

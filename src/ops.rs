@@ -3,13 +3,16 @@
 
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use tokio::time::Instant;
 
 use crate::driver::apply;
-use crate::queue::{Key, Pending, Prepared};
+use crate::error::CancelledBy;
+use crate::output::{Awaited, Sink};
+use crate::queue::{Key, Prepared};
 use crate::shared::Shared;
-use crate::task::{BoxTask, Boxed, INLINE_MAX, Inline, drop_unstarted};
+use crate::task::{Boxed, INLINE_MAX, Inline, Stored, end_unstarted, wake_catching};
 use crate::throttle::{Throttle, ThrottleOutcome, ThrottleState};
 
 impl Shared {
@@ -28,8 +31,25 @@ impl Shared {
         }
     }
 
-    /// Adds `task` at `deadline`; drops it instead if the group is cancelled.
-    fn store<V: Pending<BoxTask>>(self: &Arc<Self>, deadline: u64, task: V) -> Key {
+    /// Adds `future` at `deadline`, its result to go to `sink`; stored inline unless it is
+    /// larger than [`INLINE_MAX`]. If the group is cancelled, the future is dropped and
+    /// `sink` told so.
+    pub(crate) fn schedule_awaited<F, S>(self: &Arc<Self>, deadline: u64, future: F, sink: S) -> Key
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+        S: Sink<F::Output>,
+    {
+        let task = Awaited { future, sink };
+        if std::mem::size_of::<F>() <= INLINE_MAX {
+            self.store(deadline, task)
+        } else {
+            self.store(deadline, Boxed::task(task.boxed()))
+        }
+    }
+
+    /// Adds `task` at `deadline`; refuses it instead if the group is cancelled.
+    fn store<V: Stored>(self: &Arc<Self>, deadline: u64, task: V) -> Key {
         let at = self.at();
         let mut pool = self.lock();
         let mut spare = None;
@@ -52,23 +72,41 @@ impl Shared {
                 key
             }
             Err((key, task)) => {
-                self.reject(task);
+                task.refuse(key.id());
+                self.settle_cancelled(1);
                 key
             }
         }
     }
 
-    /// Removes the pending task `key` and drops its future. `false` if it was not pending.
-    pub(crate) fn cancel_task(self: &Arc<Self>, key: Key) -> bool {
+    /// Cancels the task `key`: if it is pending, removes it and drops its future; if it is
+    /// running and `running` is set, asks it to stop and wakes the runners. `false` if it had
+    /// ended (or started, without `running`), or was asked to stop before.
+    pub(crate) fn cancel_task(self: &Arc<Self>, key: Key, running: bool) -> bool {
         let at = self.at();
-        let removed = self.lock().cancel_task(self.id, key, at);
+        let mut pool = self.lock();
+        let removed = pool.cancel_task(self.id, key, at);
         let Some((task, fx)) = removed else {
-            return false;
+            let aborted = if running {
+                pool.abort(self.id, key.id())
+            } else {
+                None
+            };
+            let Some(aborts) = aborted else {
+                return false;
+            };
+            // Published under the lock, so that the count a runner reads never runs ahead
+            // of the requests it stands for (see `cancel::Registration::keep`).
+            self.aborts.store(aborts, Ordering::Release);
+            drop(pool);
+            wake_catching(|| self.cancel.wake_runners());
+            return true;
         };
+        drop(pool);
         if let Some(fx) = fx {
             apply(self, fx);
         }
-        drop_unstarted(task);
+        end_unstarted(key.id(), task, CancelledBy::Handle);
         self.settle_cancelled(1);
         true
     }

@@ -24,7 +24,7 @@
 //! dropping the last handle to a group locks the pool to leave it.
 
 use std::fmt;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 
 use tokio::runtime::Handle;
@@ -33,13 +33,13 @@ use tokio_util::sync::CancellationToken;
 
 use crate::cancel::{self, CancelWatch, Watched};
 use crate::clock::Clock;
-use crate::error::WaitError;
+use crate::error::{CancelledBy, WaitError};
 use crate::history::History;
 use crate::id::TaskId;
 use crate::pool::{Fx, MemberId, Pool, Wake};
 use crate::queue::{Drained, Key};
 use crate::stats::Stats;
-use crate::task::{BoxTask, drop_unstarted, wake_catching};
+use crate::task::{BoxTask, end_unstarted, wake_catching};
 
 /// A pool as groups and limiters share it.
 pub(crate) type Domain = Mutex<Pool<BoxTask, Weak<Shared>, Arc<Ticket>>>;
@@ -73,6 +73,9 @@ pub(crate) struct Shared {
     limited: bool,
     /// Wakes the monitor. `notify_one` stores a permit when the monitor is not waiting yet.
     pub(crate) monitor_wake: Notify,
+    /// The pool's count of aborts of this group's running tasks, published under the pool's
+    /// lock by whoever asks for one (see `Pool::abort`); runners read it on every poll.
+    pub(crate) aborts: AtomicU64,
     /// Wakes `wait()` callers when the group becomes idle.
     idle: Notify,
     /// The group's own token (a child of the caller's, if one was given) and its lock-free
@@ -107,6 +110,7 @@ impl Shared {
                 id,
                 limited,
                 monitor_wake: Notify::new(),
+                aborts: AtomicU64::new(0),
                 idle: Notify::new(),
                 cancel: CancelWatch::new(token),
                 clock,
@@ -139,12 +143,6 @@ impl Shared {
         if idle {
             wake_catching(|| self.idle.notify_waiters());
         }
-    }
-
-    /// Drops `task`, scheduled into a cancelled group, and settles it.
-    pub(crate) fn reject<T>(&self, task: T) {
-        drop_unstarted(task);
-        self.settle_cancelled(1);
     }
 
     /// Cancels the group. `true` if it was not cancelled before this call.
@@ -182,8 +180,8 @@ impl Shared {
     /// Drops futures drained for cancellation and moves them from pending to cancelled.
     fn drop_cancelled(&self, tasks: Drained<BoxTask>) {
         let count = tasks.len() as u64;
-        for task in tasks {
-            drop_unstarted(task);
+        for (id, task) in tasks {
+            end_unstarted(id, task, CancelledBy::Group);
         }
         if count > 0 {
             self.settle_cancelled(count);
@@ -197,6 +195,15 @@ impl Shared {
 
     pub(crate) fn is_pending(&self, key: Key) -> bool {
         self.lock().is_pending(self.id, key)
+    }
+
+    pub(crate) fn is_finished(&self, key: Key) -> bool {
+        self.lock().is_finished(self.id, key)
+    }
+
+    /// The pending task's deadline key.
+    pub(crate) fn deadline(&self, key: Key) -> Option<u64> {
+        self.lock().deadline(self.id, key)
     }
 
     pub(crate) fn limit(&self) -> usize {

@@ -8,6 +8,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, Wake, Waker};
 
+use crate::error::CancelledBy;
 use crate::queue::Pending;
 
 /// Futures larger than this are boxed when scheduled rather than stored in their type's slab:
@@ -15,17 +16,34 @@ use crate::queue::Pending;
 /// size until the slab is trimmed, while a boxed future's slot is 24 bytes.
 pub(crate) const INLINE_MAX: usize = 256;
 
+/// A caught panic's payload.
+pub(crate) type Payload = Box<dyn Any + Send>;
+
+/// How a task ended, as its runner or its canceller saw it: what its requester is told.
+pub(crate) enum End {
+    /// The future returned.
+    Completed,
+    /// The future panicked in `poll`.
+    Panicked(Payload),
+    /// It was cancelled before it started, or stopped while it ran.
+    Cancelled(CancelledBy),
+}
+
 pin_project_lite::pin_project! {
-    /// A started future, whose output is dropped as it ends.
+    /// A started future whose output nobody awaits: the output is dropped as it ends.
     struct Run<F> {
         #[pin]
         future: F,
     }
 }
 
-/// The object-safe face of a [`Run`].
+/// The object-safe face of a started task.
 pub(crate) trait Task: Send {
     fn poll_task(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()>;
+
+    /// Drops the future (a panic in its `Drop` is caught), then tells whoever awaits task `id`
+    /// how it ended. Returns how the task counts.
+    fn end(self: Pin<Box<Self>>, id: u64, end: End) -> Outcome;
 }
 
 impl<F: Future + Send> Task for Run<F> {
@@ -33,6 +51,28 @@ impl<F: Future + Send> Task for Run<F> {
     /// `catch_unwind` (a panicking `Drop` of the output makes the task a panicked one).
     fn poll_task(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         self.project().future.poll(cx).map(drop)
+    }
+
+    fn end(self: Pin<Box<Self>>, _id: u64, end: End) -> Outcome {
+        let dropped = drop_caught(self);
+        let outcome = counted(&end, dropped.is_ok());
+        if let Err(payload) = dropped {
+            drop_payload(payload);
+        }
+        if let End::Panicked(payload) = end {
+            drop_payload(payload);
+        }
+        outcome
+    }
+}
+
+/// How a task counts, given how it ended and whether its future's `Drop` returned: a panic in
+/// the `Drop` of a future that had returned makes the task a panicked one.
+pub(crate) fn counted(end: &End, dropped: bool) -> Outcome {
+    match end {
+        End::Completed if dropped => Outcome::Completed,
+        End::Completed | End::Panicked(_) => Outcome::Panicked,
+        End::Cancelled(_) => Outcome::Cancelled,
     }
 }
 
@@ -47,6 +87,15 @@ where
     Box::pin(Run { future })
 }
 
+/// A value the group's queue stores for a task.
+pub(crate) trait Stored: Pending<BoxTask> + Sized {
+    /// Drops the task, scheduled into a cancelled group as task `id`, and tells whoever awaits
+    /// it; outside any task, as far as [`task_id`](crate::task_id) says.
+    fn refuse(self, id: u64) {
+        end_unstarted(id, self.start(), CancelledBy::Group);
+    }
+}
+
 /// A pending future stored in its type's slab; boxed only when it leaves the queue.
 pub(crate) struct Inline<F>(pub(crate) F);
 
@@ -56,12 +105,25 @@ impl<F: Future + Send + 'static> Pending<BoxTask> for Inline<F> {
     }
 }
 
-/// A pending future too large to store inline ([`INLINE_MAX`]), boxed when scheduled.
+impl<F: Future + Send + 'static> Stored for Inline<F> {
+    /// Nobody awaits it: dropped as stored, not boxed only to be dropped.
+    fn refuse(self, _id: u64) {
+        let _outside = crate::id::outside();
+        drop_catching(self);
+    }
+}
+
+/// A pending task too large to store inline ([`INLINE_MAX`]), boxed when scheduled.
 pub(crate) struct Boxed(BoxTask);
 
 impl Boxed {
     pub(crate) fn new<F: Future + Send + 'static>(future: F) -> Self {
         Self(boxed(future))
+    }
+
+    /// Any task, boxed already.
+    pub(crate) fn task(task: BoxTask) -> Self {
+        Self(task)
     }
 }
 
@@ -71,6 +133,8 @@ impl Pending<BoxTask> for Boxed {
     }
 }
 
+impl Stored for Boxed {}
+
 /// How a task ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Outcome {
@@ -79,27 +143,29 @@ pub(crate) enum Outcome {
     Cancelled,
 }
 
-/// Polls `task` once, turning a panic into `Err(())`.
-pub(crate) fn poll_catching(task: &mut BoxTask, cx: &mut Context<'_>) -> Result<Poll<()>, ()> {
-    catch_unwind(AssertUnwindSafe(|| task.as_mut().poll_task(cx))).map_err(drop_payload)
+/// Polls `task` once, turning a panic into `Err(payload)`.
+pub(crate) fn poll_catching(task: &mut BoxTask, cx: &mut Context<'_>) -> Result<Poll<()>, Payload> {
+    catch_unwind(AssertUnwindSafe(|| task.as_mut().poll_task(cx)))
 }
 
-/// Drops the future of a task cancelled before it started (by its handle, by a cancelled
-/// group's drain, or refused by a cancelled group), catching a panic from its `Drop`; outside
-/// any task, as far as [`task_id`](crate::task_id) says, even when another task's poll
-/// cancelled it. Returns `false` if it panicked. The task may still be as the queue stores it
-/// (a refused one is never boxed).
-pub(crate) fn drop_unstarted<T>(task: T) -> bool {
+/// Ends task `id`, cancelled before it started (by its handle, by a cancelled group's drain,
+/// or refused by a cancelled group): its future is dropped, catching a panic from its `Drop`,
+/// outside any task as far as [`task_id`](crate::task_id) says (even when another task's poll
+/// cancelled it), and whoever awaits it is told `by`.
+pub(crate) fn end_unstarted(id: u64, task: BoxTask, by: CancelledBy) {
     let _outside = crate::id::outside();
-    drop_catching(task)
+    task.end(id, End::Cancelled(by));
 }
 
 /// Drops `value`, catching a panic from its `Drop`. Returns `false` if it panicked. The panic
 /// hook has already reported the panic; the group goes on.
 pub(crate) fn drop_catching<T>(value: T) -> bool {
+    drop_caught(value).map_err(drop_payload).is_ok()
+}
+
+/// Drops `value`, catching a panic from its `Drop` and returning its payload.
+pub(crate) fn drop_caught<T>(value: T) -> Result<(), Payload> {
     catch_unwind(AssertUnwindSafe(move || drop(value)))
-        .map_err(drop_payload)
-        .is_ok()
 }
 
 /// How many panic payloads in a row [`drop_payload`] drops before it gives up on the chain.

@@ -128,20 +128,27 @@ async fn handle_cancel_drops_the_future_before_returning() {
     assert!(!group.is_cancelled(), "a task cancel is not a group cancel");
 }
 
+/// Issue 10 changed this: `cancel()` is the one way to stop a task, whatever its state, so a
+/// running task's handle cancels it (it stops at its next `.await`); a finished task's does
+/// nothing, and neither can move a task that has started.
 #[tokio::test(start_paused = true)]
-async fn handles_of_started_or_finished_tasks_return_false() {
+async fn handles_of_finished_tasks_return_false_and_a_running_one_cancels_it() {
     let group = Group::new();
     let long = group.delay(ms(1), async {
         tokio::time::sleep(Duration::from_secs(1)).await;
     });
     let short = group.delay(ms(1), async {});
     tokio::time::sleep(ms(10)).await;
-    assert!(!long.is_pending());
-    assert!(!long.cancel(), "running");
+    assert!(!long.is_pending() && !long.is_finished());
     assert!(!long.reschedule(Instant::now() + ms(5)));
+    assert!(short.is_finished());
     assert!(!short.cancel(), "finished");
+    assert!(long.cancel(), "running: asked to stop");
+    assert!(!long.cancel(), "asked before");
     bounded(group.wait()).await.unwrap();
-    assert_eq!(group.stats().completed, 2);
+    assert!(long.is_finished());
+    let stats = group.stats();
+    assert_eq!((stats.completed, stats.cancelled), (1, 1));
 }
 
 #[tokio::test(start_paused = true)]

@@ -57,8 +57,10 @@ fn history_memory_per_group_does_not_grow_with_the_gap_between_tasks() {
             (close, close),
             "bytes held after two tasks 1 s, 5 min and 1 h apart (idle: {idle})"
         );
+        // A used group keeps its history's rings, its future type's lane and (issue 10) a
+        // small table of running tasks' ids (about 100 bytes).
         assert!(
-            close - idle <= 2_048,
+            close - idle <= 2_304,
             "a used group holds {close} bytes, an idle one {idle}"
         );
     });

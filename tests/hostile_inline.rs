@@ -760,8 +760,14 @@ fn threads_scheduling_cancelling_and_rescheduling_across_types_lose_and_repeat_n
                 "iter {iter}: task {i} dropped"
             );
             assert!(r <= 1, "iter {iter}: task {i} ran {r} times");
-            if tally.cancelled_by_handle[i].load(Ordering::SeqCst) {
-                assert_eq!(r, 0, "iter {iter}: task {i} ran after cancel() said true");
+            // Since issue 10, `cancel()` says true for a running task too (it stops at its next
+            // `.await`), so a task it cancelled may have begun; one it did not cancel ran
+            // unless the group was cancelled.
+            if iter % 2 == 0 && !tally.cancelled_by_handle[i].load(Ordering::SeqCst) {
+                assert_eq!(
+                    r, 1,
+                    "iter {iter}: task {i} was never cancelled but did not run"
+                );
             }
             ran += r;
         }
@@ -774,14 +780,15 @@ fn threads_scheduling_cancelling_and_rescheduling_across_types_lose_and_repeat_n
             n as u64,
             "iter {iter}: {stats:?}"
         );
+        let untouched = n - tally
+            .cancelled_by_handle
+            .iter()
+            .filter(|c| c.load(Ordering::SeqCst))
+            .count();
         if iter % 2 == 0 {
-            assert_eq!(
-                ran,
-                n - tally
-                    .cancelled_by_handle
-                    .iter()
-                    .filter(|c| c.load(Ordering::SeqCst))
-                    .count()
+            assert!(
+                ran >= untouched,
+                "iter {iter}: {ran} ran, {untouched} never cancelled"
             );
         }
     }

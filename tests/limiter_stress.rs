@@ -314,16 +314,13 @@ async fn limit_storms_never_exceed_k_or_n_strand_a_task_or_leak_a_slot() {
             let member = &round.members[t.member];
             let did_run = t.ran.load(Ordering::SeqCst);
             ran[t.member] += u64::from(did_run);
-            if member.cancelled.load(Ordering::SeqCst) {
+            // Since issue 10 a cancel that lands while the task runs says true too, so a
+            // cancelled task may have run; one whose cancel failed must have run.
+            if !member.cancelled.load(Ordering::SeqCst) {
                 assert!(
-                    !(did_run && t.cancelled),
-                    "round {round_no}: task {i} ran, yet its cancel() returned true"
-                );
-            } else {
-                assert_ne!(
-                    did_run, t.cancelled,
-                    "round {round_no}: task {i} of group {} (never cancelled as a group) must have \
-                     run exactly when its cancel() did not succeed",
+                    did_run || t.cancelled,
+                    "round {round_no}: task {i} of group {} (never cancelled as a group) neither \
+                     ran nor was cancelled",
                     t.member
                 );
             }

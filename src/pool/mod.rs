@@ -41,11 +41,14 @@
 //!    that task's deadline. (A due task needs no timer: it is in line, or its group is at its
 //!    own cap and a runner's end serves it.)
 //! 5. Counters add up: `scheduled == pending + running + completed + cancelled + panicked`.
+//! 6. A member's `running` map holds exactly the ids of its running tasks
+//!    (`running.len() == cap.running()`).
 //!
 //! A task starts only when its member has room (`running < k`) and the pool has a free slot;
 //! lowering either aborts nothing.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::hash::BuildHasherDefault;
 
 use tokio::time::Instant;
 
@@ -174,7 +177,38 @@ impl<T> Starts<T> {
 pub(crate) struct Started<T> {
     pub(crate) id: u64,
     pub(crate) task: T,
+    /// The group's count of aborts asked for when it started: a runner that sees the count
+    /// move looks up whether its task is the one (see [`Pool::abort`]).
+    pub(crate) aborts: u64,
 }
+
+/// Hashes task ids, which are distinct and mostly consecutive: a multiply spreads them over
+/// the table's buckets and control bytes without SipHash's cost on every start and end.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct IdHasher(u64);
+
+impl std::hash::Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &byte in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(byte)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+
+    fn write_u64(&mut self, id: u64) {
+        self.0 = id.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
+
+/// How many running tasks' room a member's `running` table keeps when few run: 14 fit in a
+/// table of 16 buckets, under 300 bytes.
+const RUNNING_KEEP: usize = 14;
+
+/// Running tasks by id, each with whether its handle asked it to stop.
+type Running = HashMap<u64, bool, BuildHasherDefault<IdHasher>>;
 
 /// An effect on a member other than the caller.
 #[derive(Debug)]
@@ -273,6 +307,10 @@ struct Member<T, G> {
     queue: DeadlineQueue<T>,
     /// The group's own cap (`k`) and its running tasks.
     cap: Cap,
+    /// The ids of its running tasks, with whether each was asked to stop (invariant 6).
+    running: Running,
+    /// How many aborts of running tasks were asked for, ever.
+    aborts: u64,
     /// The latest time the group's own runtime was seen at: tasks due by then may start.
     frontier: u64,
     /// All counters but `running`.
@@ -433,6 +471,8 @@ impl<T: 'static, G: Ctx, A> Pool<T, G, A> {
             ctx,
             queue: DeadlineQueue::with_reserve(reserve),
             cap: Cap::new(k),
+            running: Running::default(),
+            aborts: 0,
             frontier: 0,
             counters: Counters::default(),
             monitor: Monitor::Stopped,
@@ -561,6 +601,38 @@ impl<T: 'static, G: Ctx, A> Pool<T, G, A> {
         self.member(id).queue.contains(key)
     }
 
+    /// Whether the task `key` has ended: neither pending nor running. (A task cancelled
+    /// before it started has ended once it left the queue; its future is being dropped.)
+    pub(crate) fn is_finished(&mut self, id: MemberId, key: Key) -> bool {
+        let member = self.member(id);
+        !member.queue.contains(key) && !member.running.contains_key(&key.id())
+    }
+
+    /// The deadline of the pending task `key`; `None` if it is not pending.
+    pub(crate) fn deadline(&mut self, id: MemberId, key: Key) -> Option<u64> {
+        self.member(id).queue.deadline(key)
+    }
+
+    /// Asks the running task `task` to stop. Returns the group's new count of aborts, which
+    /// the caller publishes to the runners (`Started::aborts`) and then wakes them; `None` if
+    /// the task is not running or was asked before. It stops at its runner's next look: the
+    /// runner ends it as cancelled, unless it returned first.
+    pub(crate) fn abort(&mut self, id: MemberId, task: u64) -> Option<u64> {
+        let member = self.member(id);
+        let asked = member.running.get_mut(&task)?;
+        if *asked {
+            return None;
+        }
+        *asked = true;
+        member.aborts = member.aborts.wrapping_add(1);
+        Some(member.aborts)
+    }
+
+    /// Whether the running task `task` was asked to stop.
+    pub(crate) fn is_aborted(&mut self, id: MemberId, task: u64) -> bool {
+        self.member(id).running.get(&task).copied().unwrap_or(false)
+    }
+
     /// `count` cancelled tasks' futures are gone: moves them from pending to cancelled.
     /// Returns `true` if the group became idle.
     pub(crate) fn settle_cancelled(&mut self, id: MemberId, count: u64) -> bool {
@@ -647,6 +719,13 @@ impl<T: 'static, G: Ctx, A> Pool<T, G, A> {
             member.frontier = member.frontier.max(now);
         }
         member.counters.record(task, outcome);
+        member.running.remove(&task);
+        let room = member.running.capacity();
+        // A burst's table is given back as it ends (amortized O(1): a shrink halves the room
+        // at least, after as many ends as it moved), down to a small table kept for reuse.
+        if room > RUNNING_KEEP && member.running.len() * 4 <= room {
+            member.running.shrink_to(member.running.len() * 2);
+        }
         member.cap.release();
         member.activity.end(member.frontier, &outcome);
         self.free(at);
@@ -830,7 +909,12 @@ impl<T: 'static, G: Ctx, A> Pool<T, G, A> {
             .queue
             .pop_due(member.frontier)
             .expect("a member that wants a slot has a due task");
-        let task = Started { id, task };
+        member.running.insert(id, false);
+        let task = Started {
+            id,
+            task,
+            aborts: member.aborts,
+        };
         member.cap.acquire();
         member.counters.pending -= 1;
         member.activity.start(member.frontier);

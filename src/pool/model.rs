@@ -474,7 +474,7 @@ impl Harness {
     fn cancel_group(&mut self, g: MemberId, monitor_exits: bool) {
         self.groups[g].cancelled = true;
         let (drained, wake) = self.pool.cancel_group(g, monitor_exits);
-        let ids: Vec<usize> = drained.map(|job| job.0).collect();
+        let ids: Vec<usize> = drained.map(|(_, job)| job.0).collect();
         for &id in &ids {
             self.tasks[id].state = TaskState::Cancelled;
         }
@@ -794,6 +794,21 @@ impl Harness {
             if expected != actual {
                 bad.push(format!(
                     "group {g}: counters {actual:?}, model {expected:?}"
+                ));
+            }
+        }
+        // Invariant 6: every task's handle tells pending, running and ended apart.
+        for t in 0..self.tasks.len() {
+            let (g, key, state) = (self.tasks[t].group, self.tasks[t].key, self.tasks[t].state);
+            if self.groups[g].left {
+                continue;
+            }
+            let told = (self.pool.is_pending(g, key), self.pool.is_finished(g, key));
+            let ended = matches!(state, TaskState::Done | TaskState::Cancelled);
+            let expected = (state == TaskState::Pending, ended);
+            if told != expected {
+                bad.push(format!(
+                    "task {t} of group {g} is {state:?}, but (pending, finished) = {told:?}"
                 ));
             }
         }

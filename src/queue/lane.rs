@@ -190,6 +190,21 @@ impl<V> Lane<V> {
         }
     }
 
+    /// The deadline of the value in `slot` (occupied): a scan of the one heap its stamp says
+    /// holds its live entry, O(entries there). Nothing else keeps a value's deadline: a slot
+    /// has no room for it (see the queue's "Layout and cost").
+    pub(super) fn deadline(&self, slot: u32) -> Option<u64> {
+        let stamp = self.stamp(slot)?;
+        let heap = if stamp.is_due() {
+            &self.due
+        } else {
+            &self.later
+        };
+        heap.iter()
+            .find(|entry| entry.slot == slot && entry.seq == stamp.order())
+            .map(|entry| entry.deadline)
+    }
+
     /// Removes the top entry, which must be live, and its value.
     pub(super) fn pop_top(&mut self) -> (Stamp, V) {
         let top = self.top_heap().pop().expect("pop_top on an empty lane");
@@ -419,6 +434,7 @@ pub(super) trait Erased<T>: Send {
     fn top(&self) -> Option<Entry>;
     fn live_top(&mut self) -> Option<Entry>;
     fn stamp(&self, slot: u32) -> Option<Stamp>;
+    fn deadline(&self, slot: u32) -> Option<u64>;
     fn pop_top(&mut self) -> (Stamp, T);
     fn remove(&mut self, slot: u32) -> (Stamp, T, bool);
     fn reschedule(&mut self, slot: u32, deadline: u64, seq: u32, frontier: u64) -> bool;
@@ -426,7 +442,8 @@ pub(super) trait Erased<T>: Send {
     fn advance(&mut self, now: u64);
     /// Every value, turned into `T` one at a time as the iterator is consumed (outside the
     /// caller's lock).
-    fn drain(&mut self) -> Box<dyn Iterator<Item = T> + Send>;
+    /// Every value, with its slot and the low half of its id.
+    fn drain(&mut self) -> Box<dyn Iterator<Item = (u32, u32, T)> + Send>;
     fn census(&self, lane: u32, old: u64, floor: u64, elders: &mut BTreeMap<u64, u64>);
     fn live_entries(&self, lane: u32, out: &mut Vec<(Entry, u32)>);
     fn renumbered(&mut self, entries: Vec<Entry>, frontier: u64);
@@ -454,6 +471,10 @@ impl<T: 'static, V: Pending<T>> Erased<T> for Lane<V> {
         Lane::stamp(self, slot)
     }
 
+    fn deadline(&self, slot: u32) -> Option<u64> {
+        Lane::deadline(self, slot)
+    }
+
     fn pop_top(&mut self) -> (Stamp, T) {
         let (stamp, value) = Lane::pop_top(self);
         (stamp, value.start())
@@ -476,11 +497,15 @@ impl<T: 'static, V: Pending<T>> Erased<T> for Lane<V> {
         Lane::advance(self, now);
     }
 
-    fn drain(&mut self) -> Box<dyn Iterator<Item = T> + Send> {
-        Box::new(self.take_all().into_iter().filter_map(|slot| match slot {
-            Slot::Occupied { value, .. } => Some(value.start()),
-            Slot::Vacant { .. } => None,
-        }))
+    fn drain(&mut self) -> Box<dyn Iterator<Item = (u32, u32, T)> + Send> {
+        Box::new(
+            (0u32..)
+                .zip(self.take_all())
+                .filter_map(|(slot, entry)| match entry {
+                    Slot::Occupied { stamp, value } => Some((slot, stamp.id, value.start())),
+                    Slot::Vacant { .. } => None,
+                }),
+        )
     }
 
     fn census(&self, lane: u32, old: u64, floor: u64, elders: &mut BTreeMap<u64, u64>) {

@@ -118,10 +118,18 @@ impl Key {
     }
 }
 
-/// The values [`DeadlineQueue::drain`] took out, turned into `T` as they are iterated.
+/// One lane's drained values, each with its slot and the low half of its id.
+type LaneDrain<T> = Box<dyn Iterator<Item = (u32, u32, T)> + Send>;
+
+/// The values [`DeadlineQueue::drain`] took out, each with its id, turned into `T` as they are
+/// iterated.
 pub(crate) struct Drained<T> {
-    lanes: Vec<Box<dyn Iterator<Item = T> + Send>>,
+    /// Each lane's values, with the lane's index.
+    lanes: Vec<(u32, LaneDrain<T>)>,
     len: usize,
+    /// The id window and the elders as they were at the drain, to widen the stamps' ids.
+    floor: u64,
+    elders: BTreeMap<u64, u64>,
 }
 
 impl<T> Drained<T> {
@@ -138,12 +146,20 @@ impl<T> fmt::Debug for Drained<T> {
 }
 
 impl<T> Iterator for Drained<T> {
-    type Item = T;
+    /// A value's id and the value.
+    type Item = (u64, T);
 
-    fn next(&mut self) -> Option<T> {
+    fn next(&mut self) -> Option<(u64, T)> {
         loop {
-            match self.lanes.last_mut()?.next() {
-                Some(value) => return Some(value),
+            let (lane, values) = self.lanes.last_mut()?;
+            match values.next() {
+                Some((slot, low, value)) => {
+                    let id = match self.elders.get(&elder_key(*lane, slot)) {
+                        Some(&id) => id,
+                        None => widen(self.floor, low),
+                    };
+                    return Some((id, value));
+                }
                 None => drop(self.lanes.pop()),
             }
         }
@@ -425,6 +441,20 @@ impl<T: 'static> DeadlineQueue<T> {
         true
     }
 
+    /// The deadline of the value named by `key`, or `None` if it is gone: O(1) for the
+    /// earliest value, otherwise a scan of the entries of its lane (see `Lane::deadline`).
+    pub(crate) fn deadline(&self, key: Key) -> Option<u64> {
+        if !self.contains(key) {
+            return None;
+        }
+        if let Some((lane, entry)) = self.head {
+            if lane == key.lane && entry.slot == key.slot {
+                return Some(entry.deadline);
+            }
+        }
+        self.lanes[key.lane as usize].deadline(key.slot)
+    }
+
     /// Removes and returns the value named by `key`, or `None` if it is gone.
     pub(crate) fn remove(&mut self, key: Key) -> Option<T> {
         if !self.contains(key) {
@@ -526,14 +556,19 @@ impl<T: 'static> DeadlineQueue<T> {
             .zip(&mut self.lanes)
             .map(|(lane, typed)| {
                 self.heads.set(lane, None);
-                typed.drain()
+                (lane, typed.drain())
             })
             .collect();
-        self.elders.clear();
+        let elders = std::mem::take(&mut self.elders);
         self.head = None;
         self.len = 0;
         self.reserve = 0;
-        Drained { lanes, len }
+        Drained {
+            lanes,
+            len,
+            floor: self.floor,
+            elders,
+        }
     }
 
     /// The value in `slot` of `lane` left: its id is forgotten, and so is the head if it was.

@@ -162,7 +162,7 @@ fn popping_everything_gives_the_memory_back() {
 fn trimmed_slots_come_back_with_new_ids() {
     let mut q = DeadlineQueue::new();
     let keys: Vec<Key> = (0..200).map(|i| q.insert(i, item("x"))).collect();
-    let values: Vec<Item> = q.drain().collect();
+    let values: Vec<(u64, Item)> = q.drain().collect();
     assert_eq!(values.len(), 200);
     assert!(lane(&q).slots.is_empty());
     let fresh = q.insert(0, item("fresh"));
@@ -266,11 +266,30 @@ fn generations_never_run_out_with_a_value_pending_for_ever() {
         stale.push(key);
     }
     assert!(q.reschedule(elder, 5), "the elder's key still works");
+    assert_eq!(q.deadline(elder), Some(5));
     assert_eq!(drain_due(&mut q, 5), ["elder"]);
     assert!(lane(&q).slots.is_empty() && q.elders.is_empty());
     for old in stale.iter().chain([&elder]) {
         assert!(!q.contains(*old));
     }
+}
+
+/// A drain names each value by its full id, an elder's too (one pending across a move of the
+/// id window, whose stamp alone no longer tells its id).
+#[test]
+fn a_drain_names_every_value_by_its_full_id() {
+    let mut q = DeadlineQueue::new();
+    q.next_id = WINDOW - 3;
+    let elder = q.insert(u64::MAX, item("elder"));
+    q.next_id += WINDOW - 1;
+    let young = q.insert(9, item("young"));
+    assert!(
+        !q.elders.is_empty(),
+        "the census moved the window past the elder"
+    );
+    let mut ids: Vec<u64> = q.drain().map(|(id, _)| id).collect();
+    ids.sort_unstable();
+    assert_eq!(ids, [elder.id(), young.id()]);
 }
 
 /// Issue 9, item 8: `history()` counts due tasks under the group's lock, so the count must
@@ -430,8 +449,9 @@ proptest::proptest! {
             }
             proptest::prop_assert_eq!(q.len(), model.len());
             for key in &keys {
-                let held = model.iter().any(|m| m.2 == *key);
-                proptest::prop_assert_eq!(q.contains(*key), held);
+                let held = model.iter().find(|m| m.2 == *key).map(|m| m.0);
+                proptest::prop_assert_eq!(q.contains(*key), held.is_some());
+                proptest::prop_assert_eq!(q.deadline(*key), held, "deadline of {:?}", key);
             }
             let tops: Vec<_> = q.lanes.iter().map(|lane| lane.top().map(|e| e.key())).collect();
             proptest::prop_assert_eq!(q.heads.keys(), tops, "heads follow the lanes' tops");
@@ -446,9 +466,9 @@ fn drain_returns_everything_and_kills_every_key() {
     let mut q = DeadlineQueue::new();
     let a = q.insert(1, item("a"));
     let b = q.insert(2, item("b"));
-    let mut names: Vec<_> = q.drain().map(|i| i.0).collect();
-    names.sort_unstable();
-    assert_eq!(names, ["a", "b"]);
+    let mut drained: Vec<_> = q.drain().map(|(id, i)| (id, i.0)).collect();
+    drained.sort_unstable();
+    assert_eq!(drained, [(a.id(), "a"), (b.id(), "b")]);
     assert!(q.is_empty());
     assert!(!q.contains(a) && !q.contains(b));
     assert_eq!(q.peek_deadline(), None);

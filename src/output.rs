@@ -1,0 +1,515 @@
+//! Outputs back to the requester: a [`JoinHandle`] awaits one task's, [`Results`] collects
+//! many in the order they end, each with its task's id.
+//!
+//! # Why two shapes, and what they cost
+//!
+//! A task whose output nobody asks for ([`Group::delay`], [`Group::schedule`]) is stored as
+//! it always was: its output is dropped as it ends, and nothing is kept for it. A task whose
+//! output is awaited is stored the same way (inline in its future type's slab) with one more
+//! pointer beside the future: to its own channel (a [`JoinHandle`], one allocation of
+//! tokio's `oneshot` per task) or to the [`Results`] it was scheduled through (no allocation
+//! per task; the results queue up in one `VecDeque`).
+//!
+//! Compared with tokio: a `JoinHandle` here is awaited the same way and drops the same way
+//! (the task goes on; its output is dropped when it ends), and [`TaskHandle::cancel`] is
+//! tokio's `abort`. [`Results`] is the counterpart of `JoinSet::join_next_with_id`, with two
+//! differences: its tasks belong to the group (they count in its stats and cap, `wait()`
+//! waits for them, and dropping the `Results` does not cancel them: their outputs are then
+//! dropped as they end), and a task can be scheduled for later.
+//!
+//! The task's future is dropped before its requester hears of the end, so a requester that
+//! has its output (or its error) knows the future and everything it held are gone.
+//!
+//! [`Group::delay`]: crate::Group::delay
+//! [`Group::schedule`]: crate::Group::schedule
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::future::{Future, poll_fn};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::{Context, Poll, Waker, ready};
+use std::time::Duration;
+
+use tokio::sync::oneshot;
+use tokio::time::Instant;
+
+use crate::error::{CancelledBy, JoinError};
+use crate::handle::TaskHandle;
+use crate::id::TaskId;
+use crate::queue::Pending;
+use crate::shared::Shared;
+use crate::task::{
+    BoxTask, End, Outcome, Stored, Task, counted, drop_catching, drop_caught, drop_payload,
+    wake_catching,
+};
+
+/// Where an awaited task's result goes.
+pub(crate) trait Sink<T>: Send + 'static {
+    /// Hands over the result of task `id`. Runs no user code of the requester's but its waker,
+    /// whose panic is caught; an output nobody will receive is dropped here, catching a panic
+    /// from its `Drop`.
+    fn send(self, id: u64, result: Result<T, JoinError>);
+}
+
+/// A pending task whose output is awaited: its future and where its result goes, stored
+/// inline like any other pending future.
+pub(crate) struct Awaited<F, S> {
+    pub(crate) future: F,
+    pub(crate) sink: S,
+}
+
+impl<F, S> Awaited<F, S>
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+    S: Sink<F::Output>,
+{
+    /// The task boxed, for a runner.
+    pub(crate) fn boxed(self) -> BoxTask {
+        Box::pin(Joined {
+            future: self.future,
+            output: None,
+            sink: Some(self.sink),
+        })
+    }
+}
+
+impl<F, S> Pending<BoxTask> for Awaited<F, S>
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+    S: Sink<F::Output>,
+{
+    fn start(self) -> BoxTask {
+        self.boxed()
+    }
+}
+
+impl<F, S> Stored for Awaited<F, S>
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+    S: Sink<F::Output>,
+{
+}
+
+pin_project_lite::pin_project! {
+    /// A started task whose output is awaited: the output waits here from the poll that
+    /// returned it until the future is dropped, then goes to the sink.
+    struct Joined<F: Future, S> {
+        #[pin]
+        future: F,
+        output: Option<F::Output>,
+        sink: Option<S>,
+    }
+}
+
+impl<F, S> Task for Joined<F, S>
+where
+    F: Future + Send,
+    F::Output: Send,
+    S: Sink<F::Output>,
+{
+    fn poll_task(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = self.project();
+        if this.output.is_none() {
+            *this.output = Some(ready!(this.future.poll(cx)));
+        }
+        Poll::Ready(())
+    }
+
+    fn end(mut self: Pin<Box<Self>>, id: u64, end: End) -> Outcome {
+        let this = self.as_mut().project();
+        let output = this.output.take();
+        let sink = this.sink.take();
+        let dropped = drop_caught(self);
+        let outcome = counted(&end, dropped.is_ok());
+        let task = TaskId::new(id);
+        let result = match (end, dropped, output) {
+            (End::Completed, Ok(()), Some(output)) => Ok(output),
+            // The future returned, then its `Drop` panicked: a panicked task, whose output is
+            // dropped here.
+            (End::Completed, Err(payload), output) => {
+                drop_catching(output);
+                Err(JoinError::panic(task, payload))
+            }
+            (End::Panicked(payload), dropped, _) => {
+                if let Err(second) = dropped {
+                    drop_payload(second);
+                }
+                Err(JoinError::panic(task, payload))
+            }
+            (End::Cancelled(by), dropped, _) => {
+                if let Err(payload) = dropped {
+                    drop_payload(payload);
+                }
+                Err(JoinError::cancelled(task, by))
+            }
+            (End::Completed, Ok(()), None) => {
+                unreachable!("a task ends completed only after its poll returned its output")
+            }
+        };
+        if let Some(sink) = sink {
+            sink.send(id, result);
+        }
+        outcome
+    }
+}
+
+// ===== one task: JoinHandle =====
+
+/// The channel of one awaited task.
+type Channel<T> = oneshot::Sender<Result<T, JoinError>>;
+
+impl<T: Send + 'static> Sink<T> for Channel<T> {
+    fn send(self, _id: u64, result: Result<T, JoinError>) {
+        // `send` wakes the receiving task.
+        match catch_unwind(AssertUnwindSafe(|| oneshot::Sender::send(self, result))) {
+            Ok(Ok(())) => {}
+            // The `JoinHandle` is gone: the output is dropped here.
+            Ok(Err(unsent)) => {
+                drop_catching(unsent);
+            }
+            Err(payload) => drop_payload(payload),
+        }
+    }
+}
+
+/// Awaits one task's output: returned by [`Group::delay_join`](crate::Group::delay_join) and
+/// [`Group::schedule_join`](crate::Group::schedule_join).
+///
+/// It is a future of `Result<T, JoinError>`, like tokio's `JoinHandle`: `Ok(output)` once the
+/// task returned and its future was dropped, or a [`JoinError`] if it was cancelled (by its
+/// handle or with its group) or panicked (with the payload). It also does what a
+/// [`TaskHandle`] does ([`handle`](JoinHandle::handle)): cancel the task whatever its state,
+/// move it while it is pending, tell its id and deadline. Dropping it changes nothing for the
+/// task, whose output is then dropped when it ends.
+///
+/// # Examples
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+/// # async fn main() {
+/// use schedgroup::Group;
+/// use std::time::Duration;
+///
+/// let group = Group::builder().max_concurrent(4).build();
+/// let answer = group.delay_join(Duration::from_millis(300), async { 6 * 7 });
+/// assert!(answer.deadline().is_some(), "pending");
+/// assert_eq!(answer.await.unwrap(), 42);
+/// # }
+/// ```
+#[must_use = "a JoinHandle does nothing unless awaited; drop it to detach the task"]
+pub struct JoinHandle<T> {
+    handle: TaskHandle,
+    output: oneshot::Receiver<Result<T, JoinError>>,
+    /// It returned its result: polling again is a bug of the caller's.
+    done: bool,
+}
+
+impl<T: Send + 'static> JoinHandle<T> {
+    /// A handle whose task will send on the returned channel.
+    pub(crate) fn channel() -> (Channel<T>, impl FnOnce(TaskHandle) -> Self) {
+        let (tx, output) = oneshot::channel();
+        (tx, move |handle| Self {
+            handle,
+            output,
+            done: false,
+        })
+    }
+}
+
+impl<T> JoinHandle<T> {
+    /// The task's [`TaskHandle`], for what it does beyond awaiting (a clone outlives this
+    /// handle).
+    #[must_use]
+    pub fn handle(&self) -> &TaskHandle {
+        &self.handle
+    }
+
+    /// The task's id: see [`TaskHandle::id`].
+    #[must_use]
+    pub fn id(&self) -> TaskId {
+        self.handle.id()
+    }
+
+    /// Cancels the task, pending or running: see [`TaskHandle::cancel`]. Awaiting this handle
+    /// then returns a [`JoinError`] cancelled by [`CancelledBy::Handle`], unless the task
+    /// returned first.
+    pub fn cancel(&self) -> bool {
+        self.handle.cancel()
+    }
+
+    /// Moves the pending task: see [`TaskHandle::reschedule`].
+    pub fn reschedule(&self, deadline: impl Into<Instant>) -> bool {
+        self.handle.reschedule(deadline)
+    }
+
+    /// The pending task's deadline: see [`TaskHandle::deadline`].
+    #[must_use]
+    pub fn deadline(&self) -> Option<Instant> {
+        self.handle.deadline()
+    }
+
+    /// Whether the task has ended: see [`TaskHandle::is_finished`]. Once it is `true`,
+    /// awaiting this handle returns at once.
+    #[must_use]
+    pub fn is_finished(&self) -> bool {
+        self.handle.is_finished()
+    }
+}
+
+impl<T> Future for JoinHandle<T> {
+    type Output = Result<T, JoinError>;
+
+    /// # Panics
+    ///
+    /// If polled again after it returned.
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        assert!(!self.done, "JoinHandle polled after it returned its result");
+        let result = ready!(Pin::new(&mut self.output).poll(cx));
+        self.done = true;
+        Poll::Ready(result.unwrap_or_else(|_| {
+            // Every way a task ends sends its result; a task dropped without ending can only
+            // have gone with its group.
+            Err(JoinError::cancelled(self.handle.id(), CancelledBy::Group))
+        }))
+    }
+}
+
+impl<T> fmt::Debug for JoinHandle<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("JoinHandle")
+            .field("task", &self.handle)
+            .finish_non_exhaustive()
+    }
+}
+
+// ===== many tasks: Results =====
+
+/// What a [`Results`] and its tasks' deliveries share.
+struct Collector<T> {
+    state: Mutex<Collected<T>>,
+}
+
+struct Collected<T> {
+    /// Results not taken yet, in the order the tasks ended.
+    done: VecDeque<(TaskId, Result<T, JoinError>)>,
+    /// Tasks scheduled through the `Results` that have not delivered yet.
+    outstanding: usize,
+    /// The `join_next` waiting, if any.
+    waker: Option<Waker>,
+    /// Whether the `Results` is still there to take results.
+    open: bool,
+}
+
+impl<T> Collector<T> {
+    fn lock(&self) -> MutexGuard<'_, Collected<T>> {
+        // Nothing of the user's runs under this lock.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// A task's way to its [`Results`]: counts as outstanding until it delivers or is dropped, so
+/// `join_next` never waits for a task that can no longer deliver.
+pub(crate) struct Delivery<T>(Option<Arc<Collector<T>>>);
+
+impl<T> Delivery<T> {
+    /// Counts one task out, queueing `result` if given and the `Results` is still there, and
+    /// wakes its `join_next`. A result nobody will take is dropped, after unlocking.
+    fn deliver(&mut self, result: Option<(TaskId, Result<T, JoinError>)>) {
+        let Some(collector) = self.0.take() else {
+            return;
+        };
+        let (waker, unsent) = {
+            let mut state = collector.lock();
+            state.outstanding -= 1;
+            let unsent = match result {
+                Some(result) if state.open => {
+                    state.done.push_back(result);
+                    None
+                }
+                other => other,
+            };
+            (state.waker.take(), unsent)
+        };
+        drop_catching(unsent);
+        if let Some(waker) = waker {
+            wake_catching(|| waker.wake());
+        }
+    }
+}
+
+impl<T: Send + 'static> Sink<T> for Delivery<T> {
+    fn send(mut self, id: u64, result: Result<T, JoinError>) {
+        self.deliver(Some((TaskId::new(id), result)));
+    }
+}
+
+impl<T> Drop for Delivery<T> {
+    fn drop(&mut self) {
+        self.deliver(None);
+    }
+}
+
+/// Collects the outputs of tasks scheduled through it, in the order they end, each with its
+/// task's id: a group's counterpart of tokio's `JoinSet::join_next_with_id`. Made by
+/// [`Group::results`](crate::Group::results).
+///
+/// Tasks scheduled through it are tasks of its group like any other: they count in the
+/// group's stats, run under its cap and limiter, are cancelled with it, and keep `wait()`
+/// waiting. Each ends in exactly one result here: `Ok(output)`, or a [`JoinError`] if it was
+/// cancelled or panicked, so that `received == scheduled` once every task has ended (the
+/// audit `examples/results.rs` prints).
+///
+/// Dropping the `Results` drops the results it holds and detaches its tasks (they still run,
+/// unlike a `JoinSet`'s, since they belong to the group; cancel the group or the tasks'
+/// handles to stop them); their outputs are dropped as they end.
+///
+/// # Examples
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+/// # async fn main() {
+/// use schedgroup::Group;
+/// use std::time::Duration;
+///
+/// let group = Group::builder().max_concurrent(2).build();
+/// let mut results = group.results::<u64>();
+/// for n in [3u64, 1, 2] {
+///     results.delay(Duration::from_secs(n), async move { n * 10 });
+/// }
+/// let mut order = Vec::new();
+/// while let Some((_id, result)) = results.join_next().await {
+///     order.push(result.unwrap());
+/// }
+/// assert_eq!(order, [10, 20, 30]);
+/// # }
+/// ```
+pub struct Results<T> {
+    shared: Arc<Shared>,
+    collector: Arc<Collector<T>>,
+}
+
+impl<T: Send + 'static> Results<T> {
+    pub(crate) fn new(shared: Arc<Shared>) -> Self {
+        Self {
+            shared,
+            collector: Arc::new(Collector {
+                state: Mutex::new(Collected {
+                    done: VecDeque::new(),
+                    outstanding: 0,
+                    waker: None,
+                    open: true,
+                }),
+            }),
+        }
+    }
+
+    /// Runs `future` after `delay`, as [`Group::delay`](crate::Group::delay) does, and collects its output here.
+    pub fn delay<F>(&self, delay: Duration, future: F) -> TaskHandle
+    where
+        F: Future<Output = T> + Send + 'static,
+    {
+        let deadline = self.shared.clock.after(delay);
+        self.schedule_key(deadline, future)
+    }
+
+    /// Runs `future` at or after `deadline`, as [`Group::schedule`](crate::Group::schedule) does, and collects its
+    /// output here.
+    pub fn schedule<F>(&self, deadline: impl Into<Instant>, future: F) -> TaskHandle
+    where
+        F: Future<Output = T> + Send + 'static,
+    {
+        let deadline = self.shared.clock.key(deadline.into());
+        self.schedule_key(deadline, future)
+    }
+
+    fn schedule_key<F>(&self, deadline: u64, future: F) -> TaskHandle
+    where
+        F: Future<Output = T> + Send + 'static,
+    {
+        self.collector.lock().outstanding += 1;
+        let delivery = Delivery(Some(self.collector.clone()));
+        let key = self.shared.schedule_awaited(deadline, future, delivery);
+        TaskHandle::new(self.shared.clone(), key)
+    }
+
+    /// The next task to end, with its id and how it ended, waiting for one if none has;
+    /// `None` once every task scheduled through this `Results` has ended and been taken.
+    ///
+    /// Cancel safe: a result is taken only when this returns it.
+    pub async fn join_next(&mut self) -> Option<(TaskId, Result<T, JoinError>)> {
+        poll_fn(|cx| self.poll_join_next(cx)).await
+    }
+
+    /// [`join_next`](Results::join_next) as a poll, for hand-written futures.
+    pub fn poll_join_next(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<(TaskId, Result<T, JoinError>)>> {
+        let old = {
+            let mut state = self.collector.lock();
+            if let Some(result) = state.done.pop_front() {
+                return Poll::Ready(Some(result));
+            }
+            if state.outstanding == 0 {
+                return Poll::Ready(None);
+            }
+            match &state.waker {
+                Some(waker) if waker.will_wake(cx.waker()) => None,
+                _ => state.waker.replace(cx.waker().clone()),
+            }
+        };
+        // A waker is the caller's code: dropped after unlocking.
+        drop(old);
+        Poll::Pending
+    }
+
+    /// The next result if a task has ended, without waiting.
+    pub fn try_join_next(&mut self) -> Option<(TaskId, Result<T, JoinError>)> {
+        self.collector.lock().done.pop_front()
+    }
+
+    /// Tasks scheduled through this `Results` whose result has not been taken yet: pending,
+    /// running, or ended and waiting in the queue.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        let state = self.collector.lock();
+        state.outstanding + state.done.len()
+    }
+
+    /// Whether [`len`](Results::len) is zero: `join_next` would return `None`.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl<T> Drop for Results<T> {
+    fn drop(&mut self) {
+        let (done, waker) = {
+            let mut state = self.collector.lock();
+            state.open = false;
+            (std::mem::take(&mut state.done), state.waker.take())
+        };
+        drop(waker);
+        drop(done);
+    }
+}
+
+impl<T> fmt::Debug for Results<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (outstanding, ready) = {
+            let state = self.collector.lock();
+            (state.outstanding, state.done.len())
+        };
+        f.debug_struct("Results")
+            .field("group", &self.shared.name)
+            .field("outstanding", &outstanding)
+            .field("ready", &ready)
+            .finish()
+    }
+}
