@@ -126,6 +126,29 @@ fn handles(c: &mut Criterion) {
         });
     });
     g.finish();
+    // `TaskHandle::deadline` of a task that is not the earliest: a scan of the pending tasks
+    // of its future type, so the cost per pending task is what this reports (Throughput
+    // counts the pending tasks scanned).
+    let mut g = c.benchmark_group("handle/deadline");
+    for n in [1_000u64, 100_000] {
+        g.throughput(Throughput::Elements(n));
+        g.bench_with_input(BenchmarkId::from_parameter(n), &n, |b, &n| {
+            let group = group_on(&rt);
+            // Ascending deadlines; the last one is found at the end of its lane's heap.
+            let handles: Vec<TaskHandle> = (0..n)
+                .map(|i| {
+                    let counter = counter.clone();
+                    group.delay(HOUR + Duration::from_nanos(i), async move {
+                        counter.fetch_add(1, Ordering::Relaxed);
+                    })
+                })
+                .collect();
+            let last = handles.last().unwrap();
+            b.iter(|| black_box(last.deadline()));
+            group.cancel();
+        });
+    }
+    g.finish();
 }
 
 fn drain(c: &mut Criterion) {
