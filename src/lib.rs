@@ -68,6 +68,16 @@
 //! [`JoinError`], cancelled (by its handle or with the group: [`CancelledBy`]) or panicked
 //! (with the payload). [`TaskHandle::cancel`] stops a task whatever its state.
 //!
+//! Why three ways rather than one: most scheduled work (a delayed reply, an expiry) has no
+//! output anyone waits for, and it costs nothing extra: no channel, no slot for a result. An
+//! awaited task is stored like any other, inline, with one pointer beside its future: to its
+//! own channel (a `JoinHandle`: one allocation per task, as tokio's is) or to the `Results` it
+//! was scheduled through (no allocation per task; results queue in one buffer). Unlike a
+//! `JoinSet`'s, tasks scheduled through a `Results` belong to the group: they count in its
+//! stats, run under its cap and limiter, keep `wait()` waiting, and run on if the `Results` is
+//! dropped (their outputs are then dropped). The future is always dropped before its requester
+//! hears how it ended. `BENCHMARKS.md` measures each against a `JoinSet`.
+//!
 //! # Guarantees
 //!
 //! Each line names the tests (`tests/<file>.rs`) that prove it. `model::*` is a property test

@@ -1,27 +1,8 @@
 //! Outputs back to the requester: a [`JoinHandle`] awaits one task's, [`Results`] collects
 //! many in the order they end, each with its task's id.
 //!
-//! # Why two shapes, and what they cost
+//! Why these shapes, and what they cost, is in the crate docs (`# Outputs`).
 //!
-//! A task whose output nobody asks for ([`Group::delay`], [`Group::schedule`]) is stored as
-//! it always was: its output is dropped as it ends, and nothing is kept for it. A task whose
-//! output is awaited is stored the same way (inline in its future type's slab) with one more
-//! pointer beside the future: to its own channel (a [`JoinHandle`], one allocation of
-//! tokio's `oneshot` per task) or to the [`Results`] it was scheduled through (no allocation
-//! per task; the results queue up in one `VecDeque`).
-//!
-//! Compared with tokio: a `JoinHandle` here is awaited the same way and drops the same way
-//! (the task goes on; its output is dropped when it ends), and [`TaskHandle::cancel`] is
-//! tokio's `abort`. [`Results`] is the counterpart of `JoinSet::join_next_with_id`, with two
-//! differences: its tasks belong to the group (they count in its stats and cap, `wait()`
-//! waits for them, and dropping the `Results` does not cancel them: their outputs are then
-//! dropped as they end), and a task can be scheduled for later.
-//!
-//! The task's future is dropped before its requester hears of the end, so a requester that
-//! has its output (or its error) knows the future and everything it held are gone.
-//!
-//! [`Group::delay`]: crate::Group::delay
-//! [`Group::schedule`]: crate::Group::schedule
 
 use std::collections::VecDeque;
 use std::fmt;
