@@ -14,6 +14,13 @@
 //!   driver takes a semaphore permit before taking the next expired entry, so due work waits in
 //!   the queue.
 //!
+//! The `outputs` scenario has tasks whose outputs go back to the requester, and variants of its
+//! own: `group` (outputs dropped, for reference; done is `wait()`), `group:join`
+//! (`Group::schedule_join`, each `JoinHandle` awaited), `group:results` (`Results::schedule`,
+//! `join_next` until `None`), `naive` (`tokio::spawn` of a sleep then the output, each
+//! `JoinHandle` awaited) and `joinset` (the same spawned into a `JoinSet`, `join_next_with_id`
+//! until `None`). `delayqueue` and `group+reserve` do not run there.
+//!
 //! Every (scenario, variant) runs in a fresh child process of this same binary, so resident
 //! memory and runtime state start clean, on a 2-worker multi-thread runtime. Each is run
 //! `--runs` times (default 3), interleaved; the table shows the median and the min-max.
@@ -22,6 +29,7 @@
 //! cargo run --release --example compare                          # everything, 3 runs
 //! cargo run --release --example compare -- --markdown out.md     # also write Markdown
 //! cargo run --release --example compare -- --scenario burst --runs 1
+//! cargo run --release --example compare -- --scenario outputs --variant group:results
 //! cargo run --release --example compare -- --skip-10m           # small machines
 //! ```
 //!
@@ -48,6 +56,8 @@ use tokio_util::time::DelayQueue;
 type BoxFut = Pin<Box<dyn Future<Output = ()> + Send>>;
 
 const VARIANTS: [&str; 5] = ["group", "group+reserve", "naive", "joinset", "delayqueue"];
+/// The variants of the `outputs` scenario: ways to have each task's output back.
+const OUTPUT_VARIANTS: [&str; 5] = ["group", "group:join", "group:results", "naive", "joinset"];
 const FAR: Duration = Duration::from_secs(3600);
 
 // ===== what each variant does =====
@@ -147,6 +157,17 @@ async fn hit(done: Arc<Done>) {
 async fn yield_then_hit(done: Arc<Done>) {
     tokio::task::yield_now().await;
     done.hit();
+}
+
+/// An output for the requester.
+async fn answer(i: u64) -> u64 {
+    i
+}
+
+/// The tokio task body of the `outputs` scenario: sleep, then the output.
+async fn sleep_answer(at: Instant, i: u64) -> u64 {
+    sleep_until(at).await;
+    i
 }
 
 /// The naive task body: sleep, then (if capped) take a permit, then work.
@@ -509,6 +530,153 @@ async fn handles(variant: &str) -> Metrics {
     }
 }
 
+/// Measures an `outputs` run: started after the first task is scheduled, `scheduled` once all
+/// are, `done` once every output is in.
+struct Probe {
+    rss: f64,
+    cpu: f64,
+    start: std::time::Instant,
+    scheduling: Duration,
+    bytes: f64,
+}
+
+impl Probe {
+    fn start() -> Self {
+        Self {
+            rss: rss(),
+            cpu: cpu_ns(),
+            start: std::time::Instant::now(),
+            scheduling: Duration::ZERO,
+            bytes: 0.0,
+        }
+    }
+
+    fn scheduled(mut self, deadline: Instant) -> Self {
+        self.scheduling = self.start.elapsed();
+        assert!(Instant::now() < deadline, "scheduling took too long");
+        self.bytes = rss() - self.rss;
+        self
+    }
+
+    /// Every output is in, and they add up to `sum`.
+    fn done(self, deadline: Instant, n: u64, sum: u64) -> Metrics {
+        let drain = deadline.elapsed();
+        assert_eq!(sum, n * (n - 1) / 2, "every output, once");
+        vec![
+            (
+                "ns_per_schedule",
+                self.scheduling.as_nanos() as f64 / (n - 1) as f64,
+            ),
+            ("bytes_per_task", self.bytes / (n - 1) as f64),
+            ("drain_ms", drain.as_secs_f64() * 1e3),
+            ("cpu_ns_per_task", (cpu_ns() - self.cpu) / (n - 1) as f64),
+        ]
+    }
+}
+
+/// Outputs back to the requester: 100,000 tasks due at one deadline, uncapped (`JoinSet` and
+/// spawn have no cap; `burst` measures one), each returning its number, which the requester
+/// receives and adds up. The deadline is 500 ms on, so that all are pending when the resident
+/// memory is read; that includes what the requester keeps to receive the outputs (its
+/// `JoinHandle`s, the `JoinSet`, the `Results`).
+///
+/// The requester is a tokio task on a worker, as a client would be: on `block_on`'s thread,
+/// each output that finds it parked would wake it through the OS (thousands of context
+/// switches per run for `Results` and `JoinSet`), which is not what the variants cost.
+async fn outputs(variant: &str) -> Metrics {
+    tokio::spawn(requester(variant.to_owned())).await.unwrap()
+}
+
+/// The `outputs` scenario's requester.
+async fn requester(variant: String) -> Metrics {
+    const N: u64 = 100_000;
+    let rt = Handle::current();
+    let deadline = Instant::now() + Duration::from_millis(500);
+    let group = || match Sched::new("group", &rt, None, N) {
+        Sched::Group(group) => group,
+        _ => unreachable!("a group variant makes a group"),
+    };
+    let metrics = match variant.as_str() {
+        "group" => {
+            let group = group();
+            group.schedule(deadline, answer(0));
+            let probe = Probe::start();
+            for i in 1..N {
+                group.schedule(deadline, answer(i));
+            }
+            let probe = probe.scheduled(deadline);
+            group.wait().await.unwrap();
+            // The outputs were dropped: only their count is known.
+            assert_eq!(group.stats().completed, N);
+            probe.done(deadline, N, N * (N - 1) / 2)
+        }
+        "group:join" => {
+            let group = group();
+            let mut handles = Vec::with_capacity(N as usize);
+            handles.push(group.schedule_join(deadline, answer(0)));
+            let probe = Probe::start();
+            for i in 1..N {
+                handles.push(group.schedule_join(deadline, answer(i)));
+            }
+            let probe = probe.scheduled(deadline);
+            let mut sum = 0;
+            for handle in handles {
+                sum += handle.await.unwrap();
+            }
+            probe.done(deadline, N, sum)
+        }
+        "group:results" => {
+            let group = group();
+            let mut results = group.results();
+            results.schedule(deadline, answer(0));
+            let probe = Probe::start();
+            for i in 1..N {
+                results.schedule(deadline, answer(i));
+            }
+            let probe = probe.scheduled(deadline);
+            let mut sum = 0;
+            while let Some((_id, output)) = results.join_next().await {
+                sum += output.unwrap();
+            }
+            probe.done(deadline, N, sum)
+        }
+        "naive" => {
+            let mut handles = Vec::with_capacity(N as usize);
+            handles.push(rt.spawn(sleep_answer(deadline, 0)));
+            let probe = Probe::start();
+            for i in 1..N {
+                handles.push(rt.spawn(sleep_answer(deadline, i)));
+            }
+            let probe = probe.scheduled(deadline);
+            let mut sum = 0;
+            for handle in handles {
+                sum += handle.await.unwrap();
+            }
+            probe.done(deadline, N, sum)
+        }
+        "joinset" => {
+            let mut set = JoinSet::new();
+            set.spawn_on(sleep_answer(deadline, 0), &rt);
+            let probe = Probe::start();
+            for i in 1..N {
+                set.spawn_on(sleep_answer(deadline, i), &rt);
+            }
+            let probe = probe.scheduled(deadline);
+            let mut sum = 0;
+            while let Some(joined) = set.join_next_with_id().await {
+                sum += joined.unwrap().1;
+            }
+            probe.done(deadline, N, sum)
+        }
+        other => panic!("unknown variant {other} for outputs"),
+    };
+    assert!(
+        Instant::now() > deadline,
+        "outputs came back before their deadline"
+    );
+    metrics
+}
+
 async fn growth(variant: &str, pending: u64) -> Metrics {
     // Many short batches, median: one batch is ~0.1 ms, so a hiccup spoils one, not the result.
     const BATCH: u64 = 1_000;
@@ -550,6 +718,7 @@ fn child(scenario: &str, variant: &str) {
             "lateness" => lateness(variant).await,
             "contention" => contention(variant).await,
             "handles" => handles(variant).await,
+            "outputs" => outputs(variant).await,
             s if s.starts_with("growth_") => {
                 let n = s["growth_".len()..].parse().expect("growth_<pending>");
                 growth(variant, n).await
@@ -595,6 +764,12 @@ fn labels(scenario: &str) -> &'static [(&'static str, &'static str)] {
         "handles" => &[
             ("ns_per_reschedule", "reschedule by handle (ns/task)"),
             ("ns_per_cancel", "cancel by handle (ns/task)"),
+        ],
+        "outputs" => &[
+            ("ns_per_schedule", "schedule (ns/task)"),
+            ("bytes_per_task", "resident bytes per pending task"),
+            ("drain_ms", "all outputs in, after the deadline (ms)"),
+            ("cpu_ns_per_task", "CPU, schedule to output (ns/task)"),
         ],
         _ => &[("ns_per_schedule", "schedule (ns/task)")],
     }
@@ -709,6 +884,7 @@ fn main() {
         "lateness",
         "contention",
         "handles",
+        "outputs",
         "growth_1000",
         "growth_100000",
         "growth_1000000",
@@ -720,10 +896,18 @@ fn main() {
     scenarios.retain(|s| {
         only_scenarios.is_empty() || only_scenarios.iter().any(|o| s.starts_with(o.as_str()))
     });
-    let variants: Vec<&str> = VARIANTS
-        .into_iter()
-        .filter(|v| only_variants.is_empty() || only_variants.iter().any(|o| o == v))
-        .collect();
+    // The variants a scenario runs: `outputs` has its own.
+    let variants = |scenario: &str| -> Vec<&'static str> {
+        let all: &[&'static str] = if scenario == "outputs" {
+            &OUTPUT_VARIANTS
+        } else {
+            &VARIANTS
+        };
+        all.iter()
+            .copied()
+            .filter(|v| only_variants.is_empty() || only_variants.iter().any(|o| o == v))
+            .collect()
+    };
 
     // On a VM, the first touch of guest memory can cost a host-side fault on top of the
     // guest's own; touch (and free) more than any child uses once, so no variant pays that
@@ -735,7 +919,7 @@ fn main() {
     let mut results: BTreeMap<&str, BTreeMap<&str, BTreeMap<String, Vec<f64>>>> = BTreeMap::new();
     for run in 1..=runs {
         for &scenario in &scenarios {
-            for &variant in &variants {
+            for variant in variants(scenario) {
                 eprintln!("run {run}/{runs}: {scenario} / {variant}");
                 for (k, v) in run_child(scenario, variant) {
                     results
@@ -764,20 +948,21 @@ fn main() {
         .copied()
         .filter(|s| s.starts_with("growth_"))
         .collect();
-    let header = |out: &mut String, first: &str| {
+    let header = |out: &mut String, first: &str, variants: &[&str]| {
         write!(out, "| {first} |").unwrap();
-        for v in &variants {
+        for v in variants {
             write!(out, " {v} |").unwrap();
         }
         write!(out, "\n|---|").unwrap();
-        for _ in &variants {
+        for _ in variants {
             write!(out, "---|").unwrap();
         }
         out.push('\n');
     };
     for &scenario in scenarios.iter().filter(|s| !s.starts_with("growth_")) {
+        let variants = variants(scenario);
         writeln!(out, "### {scenario}\n").unwrap();
-        header(&mut out, "metric");
+        header(&mut out, "metric", &variants);
         for (key, label) in labels(scenario) {
             write!(out, "| {label} |").unwrap();
             for v in &variants {
@@ -794,7 +979,8 @@ fn main() {
             "### growth: schedule cost (ns/task) with N already pending\n"
         )
         .unwrap();
-        header(&mut out, "N pending");
+        let variants = variants("growth");
+        header(&mut out, "N pending", &variants);
         for &scenario in &growth {
             write!(out, "| {} |", &scenario["growth_".len()..]).unwrap();
             for v in &variants {
