@@ -35,7 +35,7 @@
 
 use std::future::Future;
 use std::pin::{Pin, pin};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError, Weak};
 use std::task::{Context, Wake, Waker};
 
@@ -97,8 +97,7 @@ impl CancelWatch {
         Registration {
             notified: self.abort.notified(),
             notify: &self.abort,
-            waker: None,
-            aborts: 0,
+            relay: None,
         }
     }
 
@@ -127,40 +126,64 @@ pin_project_lite::pin_project! {
         #[pin]
         notified: Notified<'a>,
         notify: &'a Notify,
-        // The waker `notified` was last polled with.
-        waker: Option<Waker>,
-        // The group's count of aborts read right after `notified` was made.
-        aborts: u64,
+        // The waker `notified` is registered with, around the runner's own.
+        relay: Option<Arc<Relay>>,
+    }
+}
+
+/// Wakes a runner for its `Notified`, and notes that it did: a `notify_waiters` uses a
+/// `Notified` up, and the runner, which cannot tell this wake-up from its task's own, must
+/// know to register again (or the next abort, or the group's cancellation, would miss it).
+struct Relay {
+    fired: AtomicBool,
+    runner: Waker,
+}
+
+impl Wake for Relay {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        // Release: the runner's next poll, which this wake-up causes, sees it.
+        self.fired.store(true, Ordering::Release);
+        self.runner.wake_by_ref();
     }
 }
 
 impl Registration<'_> {
-    /// Makes sure that the waker of `cx` is the one woken on cancellation and on any abort
-    /// asked for from now on; call it on every poll, before checking the flag. Returns the
-    /// group's count of aborts (`aborts`, published by whoever asks for one before it wakes the
-    /// runners): any abort that moves it past the returned value wakes this waker.
+    /// Makes sure that the waker of `cx` is woken on the group's cancellation and on every
+    /// abort asked for from now on; call it on every poll, before looking at the flag and the
+    /// count of aborts (`Shared::aborts`), which whoever cancels or aborts changes before it
+    /// notifies.
     ///
-    /// A wake for an abort uses the `Notified` up, so a new one is made once the count has
-    /// moved, and the count is read again after that (a `Notified` receives every
-    /// `notify_waiters` from the moment it is made). Otherwise the `Notified` is polled again
-    /// only when the waker is not the one it holds ([`Waker::will_wake`] is cheap, and `true`
-    /// only for the same task): a runner whose waker never changes, as a tokio task's does not,
-    /// takes the `Notify`'s lock once, plus once per abort in its group.
-    pub(crate) fn keep(self: Pin<&mut Self>, cx: &mut Context<'_>, aborts: &AtomicU64) -> u64 {
+    /// Costs one atomic swap while nothing happened and the waker stays the same (a tokio
+    /// task's does): the `Notified` is made anew, and polled (the `Notify`'s lock), only when
+    /// the last one fired or the waker changed, so once per runner plus once per abort in its
+    /// group.
+    pub(crate) fn keep(self: Pin<&mut Self>, cx: &mut Context<'_>) {
         let mut this = self.project();
-        let seen = aborts.load(Ordering::Acquire);
-        let same_waker = this.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker()));
-        if same_waker && seen == *this.aborts {
-            return seen;
+        match this.relay.as_ref() {
+            Some(relay) if relay.runner.will_wake(cx.waker()) => {
+                if !relay.fired.swap(false, Ordering::AcqRel) {
+                    return;
+                }
+            }
+            _ => {
+                *this.relay = Some(Arc::new(Relay {
+                    fired: AtomicBool::new(false),
+                    runner: cx.waker().clone(),
+                }));
+            }
         }
-        if seen != *this.aborts {
-            this.notified.set(this.notify.notified());
-        }
+        let relay = Waker::from(this.relay.clone().expect("set above"));
+        // A `Notified` receives every `notify_waiters` from the moment it is made.
+        this.notified.set(this.notify.notified());
         // `Ready` means the flag is set, or an abort was asked for: the caller looks next.
-        let _ = this.notified.as_mut().poll(cx);
-        *this.waker = Some(cx.waker().clone());
-        *this.aborts = aborts.load(Ordering::Acquire);
-        *this.aborts
+        let _ = this
+            .notified
+            .as_mut()
+            .poll(&mut Context::from_waker(&relay));
     }
 }
 
@@ -358,47 +381,44 @@ mod tests {
     #[test]
     fn item7_a_registration_wakes_the_waker_of_the_latest_poll() {
         let watch = CancelWatch::with_fast_path(CancellationToken::new(), true);
-        let aborts = AtomicU64::new(0);
         let (a, b) = (Arc::new(Count::default()), Arc::new(Count::default()));
         let (waker_a, waker_b) = (Waker::from(a.clone()), Waker::from(b.clone()));
         let mut registration = pin!(watch.register());
         registration
             .as_mut()
-            .keep(&mut Context::from_waker(&waker_a), &aborts);
+            .keep(&mut Context::from_waker(&waker_a));
         registration
             .as_mut()
-            .keep(&mut Context::from_waker(&waker_b), &aborts);
+            .keep(&mut Context::from_waker(&waker_b));
         // The same waker again changes nothing.
         registration
             .as_mut()
-            .keep(&mut Context::from_waker(&waker_b.clone()), &aborts);
+            .keep(&mut Context::from_waker(&waker_b.clone()));
         assert!(watch.mark());
         assert_eq!((a.get(), b.get()), (0, 1));
     }
 
-    /// Issue 10: a wake for one abort uses the registration up; once the count of aborts has
-    /// moved, the next `keep` makes a new one, so a second abort (and a third) wakes again,
-    /// and `keep` returns the count read after registering.
+    /// Issue 10: a wake-up uses the registration up; the next `keep` registers again, so a
+    /// second wake-up (an abort, or the group's cancellation) wakes again, however the first
+    /// one and the polls interleave. The hostile review found the version before this one,
+    /// which registered again only when a count of aborts had moved, losing every wake-up
+    /// after one that came between the count's move and the runner's poll.
     #[test]
-    fn a_registration_is_renewed_after_each_abort_and_wakes_for_the_next() {
+    fn a_registration_is_renewed_after_each_wake_up_and_wakes_for_the_next() {
         let watch = CancelWatch::with_fast_path(CancellationToken::new(), true);
-        let aborts = AtomicU64::new(0);
         let count = Arc::new(Count::default());
         let waker = Waker::from(count.clone());
         let mut registration = pin!(watch.register());
         let mut cx = Context::from_waker(&waker);
-        assert_eq!(registration.as_mut().keep(&mut cx, &aborts), 0);
+        registration.as_mut().keep(&mut cx);
         for n in 1..=3 {
-            aborts.store(n, Ordering::Release);
             watch.wake_runners();
-            assert_eq!(count.get(), n as usize, "abort {n} woke the runner");
-            assert_eq!(registration.as_mut().keep(&mut cx, &aborts), n);
+            assert_eq!(count.get(), n, "wake-up {n} reached the runner");
+            // Polled twice after it: the second poll must not lose the registration.
+            registration.as_mut().keep(&mut cx);
+            registration.as_mut().keep(&mut cx);
         }
-        watch.wake_runners();
-        assert_eq!(
-            count.get(),
-            4,
-            "a registration made after the last abort still wakes"
-        );
+        assert!(watch.mark());
+        assert_eq!(count.get(), 4, "the group's cancellation still wakes it");
     }
 }

@@ -337,16 +337,18 @@ impl Runner {
                 (started.id, started.aborts)
             };
             let how = poll_fn(|cx| {
-                let aborts = abort.as_mut().keep(cx, &shared.aborts);
-                // Checked after registering, so a cancellation that comes later wakes us.
-                if shared.cancel.is_cancelled() {
-                    return Poll::Ready(End::Cancelled(CancelledBy::Group));
-                }
-                // Aborts were asked for since we last looked: is this task's among them?
-                if aborts != checked {
+                abort.as_mut().keep(cx);
+                // Both looked at after registering, so a cancellation or an abort that comes
+                // later wakes us. An abort asked for by the handle wins over the group's
+                // cancellation that followed it.
+                let aborts = shared.aborts.load(Ordering::Acquire);
+                if aborts != checked || shared.cancel.is_cancelled() {
                     checked = aborts;
                     if shared.lock().is_aborted(shared.id, id) {
                         return Poll::Ready(End::Cancelled(CancelledBy::Handle));
+                    }
+                    if shared.cancel.is_cancelled() {
+                        return Poll::Ready(End::Cancelled(CancelledBy::Group));
                     }
                 }
                 let started = self
@@ -362,14 +364,25 @@ impl Runner {
                 }
             })
             .await;
-            let started = self.task.take().expect("a runner always holds a task here");
-            let (task, outcome) = end(started, how);
+            let mut started = self.task.take().expect("a runner always holds a task here");
+            let outcome = end(&mut started, how);
+            let received = started.task.panic_received();
+            let awaited = started.task.awaited();
+            if awaited {
+                shared.delivering();
+            }
             let now = shared.clock.now();
-            let mut fx = shared
-                .lock()
-                .finish(shared.id, task, outcome, Some(now), now);
+            let mut fx =
+                shared
+                    .lock()
+                    .finish(shared.id, started.id, outcome, received, Some(now), now);
             // The slots went to this group's next task: run it here.
             let next = fx.starts.take_first();
+            // Counted, and not yet announced idle: the requester hears now.
+            deliver(started);
+            if awaited {
+                shared.delivered(1);
+            }
             apply(&shared, fx);
             match next {
                 Some(task) => {
@@ -383,11 +396,19 @@ impl Runner {
     }
 }
 
-/// Ends a task: drops its future, which sees its own id in `task_id()`, and tells whoever
-/// awaits it (see `Task::end`). Returns the task's id and how it counts.
-fn end(started: Started<BoxTask>, how: End) -> (u64, Outcome) {
+/// Ends a task: drops its future, which sees its own id in `task_id()`, and settles its
+/// result (see `Task::end`). Returns how it counts.
+fn end(started: &mut Started<BoxTask>, how: End) -> Outcome {
     let _entered = id::enter(TaskId::new(started.id));
-    (started.id, started.task.end(started.id, how))
+    started.task.as_mut().end(started.id, how)
+}
+
+/// Tells whoever awaits an ended task how it ended, once the group has counted it and before
+/// the group is announced idle (see `Task::deliver`); an output nobody receives is dropped
+/// here, seeing its task's id in `task_id()`.
+fn deliver(started: Started<BoxTask>) {
+    let _entered = id::enter(TaskId::new(started.id));
+    started.task.deliver(started.id);
 }
 
 impl Drop for Runner {
@@ -397,14 +418,21 @@ impl Drop for Runner {
     /// rather than started and dropped again for ever; then the task is cancelled and its
     /// slots handed on.
     fn drop(&mut self) {
-        if let Some(started) = self.task.take() {
+        if let Some(mut started) = self.task.take() {
             self.shared.cancel_and_drain(false);
-            let (task, outcome) = end(started, End::Cancelled(CancelledBy::Group));
+            // A task its handle asked to stop says so, whoever stopped it first.
+            let by = if self.shared.lock().is_aborted(self.shared.id, started.id) {
+                CancelledBy::Handle
+            } else {
+                CancelledBy::Group
+            };
+            let outcome = end(&mut started, End::Cancelled(by));
             let at = self.shared.at();
-            let fx = self
-                .shared
-                .lock()
-                .finish(self.shared.id, task, outcome, None, at);
+            let fx =
+                self.shared
+                    .lock()
+                    .finish(self.shared.id, started.id, outcome, false, None, at);
+            deliver(started);
             apply(&self.shared, fx);
         }
     }

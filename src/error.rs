@@ -17,6 +17,12 @@ use crate::id::TaskId;
 /// round's panics in that round, not for ever after. If several `wait()`s return at once, one
 /// of them reports the panics. [`Group::stats`](crate::Group::stats) keeps the lifetime total.
 ///
+/// A panic that goes to a requester waiting for it (a [`JoinHandle`](crate::JoinHandle) still
+/// held, or a [`Results`](crate::Results) not dropped, as the task ends) is reported there, as a
+/// [`JoinError`], and not by `wait()`: as with tokio's `JoinSet`, whoever takes a task's result
+/// hears of its panic. A panic nobody waits for (a task scheduled with `delay` or `schedule`, or
+/// whose handle was dropped) is reported by `wait()`.
+///
 /// # Examples
 ///
 /// ```

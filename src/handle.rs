@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use tokio::time::Instant;
 
+use crate::clock::{NEVER, far_future};
 use crate::id::TaskId;
 use crate::queue::Key;
 use crate::shared::Shared;
@@ -78,7 +79,8 @@ impl TaskHandle {
     ///
     /// Whoever awaits the task's output is told [`CancelledBy::Handle`](crate::CancelledBy).
     /// Returns `true` if the task was pending or running (and not asked to stop before);
-    /// `false` if it had ended.
+    /// `false` if it had ended, or its group was cancelled (which stops it already: it then
+    /// reports [`CancelledBy::Group`](crate::CancelledBy)).
     pub fn cancel(&self) -> bool {
         self.shared.cancel_task(self.key, true)
     }
@@ -101,7 +103,9 @@ impl TaskHandle {
     }
 
     /// Whether the task has ended: returned, panicked, or cancelled (before it started, or
-    /// stopped while it ran). `false` while it is pending or running.
+    /// stopped while it ran). `false` while it is pending or running. Once it is `true` the
+    /// task never runs again; a cancel on another thread may still be dropping its future,
+    /// and its result, if someone awaits it, follows.
     #[must_use]
     pub fn is_finished(&self) -> bool {
         self.shared.is_finished(self.key)
@@ -122,6 +126,9 @@ impl TaskHandle {
     #[must_use]
     pub fn deadline(&self) -> Option<Instant> {
         let key = self.shared.deadline(self.key)?;
+        if key == NEVER {
+            return Some(far_future(Instant::now()));
+        }
         Some(self.shared.clock.instant(key))
     }
 }

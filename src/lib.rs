@@ -95,7 +95,8 @@
 //!   `bad_input::caps_beyond_a_semaphores_limit_work`,
 //!   `bad_input::a_very_large_batch_scheduled_then_cancelled_leaves_nothing` (10,000,000 tasks
 //!   with `SCHEDGROUP_HEAVY=1`).
-//! - A task runs at most once, and is either run or cancelled, never both, never neither:
+//! - A task runs at most once, and ends exactly once: completed, panicked or cancelled (a task
+//!   cancelled while it ran had begun; one whose cancel failed had run):
 //!   `stress::scheduling_from_threads_while_tasks_fire_loses_and_repeats_nothing`,
 //!   `stress::a_task_is_either_run_or_cancelled_never_both_never_neither`, `model::*`.
 //! - Running tasks never exceed the cap, even while it changes:
@@ -119,12 +120,19 @@
 //!   `cancel::parent_token_cancels_the_group_but_the_group_never_cancels_the_parent`.
 //! - After cancellation, `wait()` returns only once every future is gone:
 //!   `stress::a_parent_cancelled_from_a_plain_thread_stops_everything`.
-//! - A handle's `cancel` drops the future before returning; `reschedule` moves a pending task;
-//!   a stale handle can never reach another task:
+//! - A handle's `cancel` drops a pending task's future before returning, and stops a running
+//!   one at its next `.await`; `reschedule` moves a pending task; a stale handle can never
+//!   reach another task: `outputs::cancel_stops_a_running_task_at_its_await_and_frees_its_slot`,
+//!   `hostile_outputs::an_abort_is_never_lost_by_a_runner_polled_while_another_abort_is_published`,
 //!   `cancel::handle_cancel_drops_the_future_before_returning`,
 //!   `cancel::reschedule_moves_a_pending_task_later_or_earlier`,
 //!   `cancel::a_stale_handle_never_touches_a_task_that_reused_its_slot`,
 //!   `stress::reschedule_racing_with_the_deadline_either_moves_the_task_or_finds_it_started`.
+//! - Every task scheduled for its output yields exactly one result, after the group counted its
+//!   end and before `wait()` returns: `model::*` (every `JoinHandle` and `Results` against the
+//!   model), `outputs::a_received_output_finds_the_task_counted_finished_and_not_cancellable`,
+//!   `outputs::wait_returns_after_every_result_is_delivered`,
+//!   `hostile_outputs::results_get_exactly_one_result_per_task_with_the_right_cause`.
 //! - A panic in a task, or in its `Drop`, is contained, counted and reported:
 //!   `cap::a_panicking_task_frees_its_slot`, `faults::a_panic_while_others_run_disturbs_nothing`,
 //!   `faults::drops_that_panic_on_group_cancel_are_contained_pending_and_running`.

@@ -18,11 +18,11 @@ use crate::throttle::{Throttle, ThrottleOutcome, ThrottleState};
 impl Shared {
     /// Adds `future` at `deadline`, stored inline unless it is larger than [`INLINE_MAX`];
     /// drops it instead if the group is cancelled.
-    pub(crate) fn schedule<F: Future + Send + 'static>(
-        self: &Arc<Self>,
-        deadline: u64,
-        future: F,
-    ) -> Key {
+    pub(crate) fn schedule<F>(self: &Arc<Self>, deadline: u64, future: F) -> Key
+    where
+        F: Future + Send + 'static,
+        F::Output: Send,
+    {
         // Constant for each `F`: the compiler keeps one branch.
         if std::mem::size_of::<F>() <= INLINE_MAX {
             self.store(deadline, Inline(future))
@@ -72,8 +72,8 @@ impl Shared {
                 key
             }
             Err((key, task)) => {
-                task.refuse(key.id());
-                self.settle_cancelled(1);
+                let ended = task.refuse(key.id());
+                self.settle_cancelled(1, ended.map(|task| (key.id(), task)).into_iter().collect());
                 key
             }
         }
@@ -106,8 +106,8 @@ impl Shared {
         if let Some(fx) = fx {
             apply(self, fx);
         }
-        end_unstarted(key.id(), task, CancelledBy::Handle);
-        self.settle_cancelled(1);
+        let ended = end_unstarted(key.id(), task, CancelledBy::Handle);
+        self.settle_cancelled(1, ended.map(|task| (key.id(), task)).into_iter().collect());
         true
     }
 

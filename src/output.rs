@@ -9,6 +9,7 @@ use std::fmt;
 use std::future::{Future, poll_fn};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll, Waker, ready};
 use std::time::Duration;
@@ -22,7 +23,7 @@ use crate::id::TaskId;
 use crate::queue::Pending;
 use crate::shared::Shared;
 use crate::task::{
-    BoxTask, End, Outcome, Stored, Task, counted, drop_catching, drop_caught, drop_payload,
+    BoxTask, End, Outcome, Stage, Stored, Task, counted, drop_catching, drop_caught, drop_payload,
     wake_catching,
 };
 
@@ -32,6 +33,9 @@ pub(crate) trait Sink<T>: Send + 'static {
     /// whose panic is caught; an output nobody will receive is dropped here, catching a panic
     /// from its `Drop`.
     fn send(self, id: u64, result: Result<T, JoinError>);
+
+    /// Whether the requester is still there to receive what is sent.
+    fn receiving(&self) -> bool;
 }
 
 /// A pending task whose output is awaited: its future and where its result goes, stored
@@ -50,9 +54,11 @@ where
     /// The task boxed, for a runner.
     pub(crate) fn boxed(self) -> BoxTask {
         Box::pin(Joined {
-            future: self.future,
-            output: None,
+            stage: Stage::Running {
+                future: self.future,
+            },
             sink: Some(self.sink),
+            result: None,
         })
     }
 }
@@ -78,12 +84,13 @@ where
 
 pin_project_lite::pin_project! {
     /// A started task whose output is awaited: the output waits here from the poll that
-    /// returned it until the future is dropped, then goes to the sink.
+    /// returned it (which dropped the future) until the task is delivered.
     struct Joined<F: Future, S> {
         #[pin]
-        future: F,
-        output: Option<F::Output>,
+        stage: Stage<F>,
         sink: Option<S>,
+        // Settled by `end`, sent by `deliver`.
+        result: Option<Result<F::Output, JoinError>>,
     }
 }
 
@@ -94,48 +101,77 @@ where
     S: Sink<F::Output>,
 {
     fn poll_task(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        let this = self.project();
-        if this.output.is_none() {
-            *this.output = Some(ready!(this.future.poll(cx)));
-        }
-        Poll::Ready(())
+        self.project().stage.poll_stage(cx, true)
     }
 
-    fn end(mut self: Pin<Box<Self>>, id: u64, end: End) -> Outcome {
-        let this = self.as_mut().project();
-        let output = this.output.take();
-        let sink = this.sink.take();
-        let dropped = drop_caught(self);
+    fn end(self: Pin<&mut Self>, id: u64, end: End) -> Outcome {
+        let this = self.project();
+        let (dropped, output) = this.stage.finish();
         let outcome = counted(&end, dropped.is_ok());
         let task = TaskId::new(id);
+        // An output nobody will receive (the handle or the `Results` is gone) is dropped now,
+        // so that a panic in its `Drop` counts as it would for a task whose output nobody asked
+        // for: dropping the handle changes nothing for the task.
+        let receiving = this.sink.as_ref().is_some_and(Sink::receiving);
+        let (outcome, output) = match output {
+            Some(output) if !receiving => match drop_caught(output) {
+                Ok(()) => (outcome, None),
+                Err(payload) => {
+                    drop_payload(payload);
+                    (Outcome::Panicked, None)
+                }
+            },
+            output => (outcome, output),
+        };
         let result = match (end, dropped, output) {
             (End::Completed, Ok(()), Some(output)) => Ok(output),
+            // Dropped above, nobody to tell.
+            (End::Completed, Ok(()), None) if !receiving => {
+                Err(JoinError::cancelled(task, CancelledBy::Group))
+            }
             // The future returned, then its `Drop` panicked: a panicked task, whose output is
             // dropped here.
             (End::Completed, Err(payload), output) => {
                 drop_catching(output);
                 Err(JoinError::panic(task, payload))
             }
-            (End::Panicked(payload), dropped, _) => {
+            (End::Panicked(payload), dropped, output) => {
                 if let Err(second) = dropped {
                     drop_payload(second);
                 }
+                // A panic in the `Drop` of the future that had returned it.
+                drop_catching(output);
                 Err(JoinError::panic(task, payload))
             }
-            (End::Cancelled(by), dropped, _) => {
+            (End::Cancelled(by), dropped, output) => {
                 if let Err(payload) = dropped {
                     drop_payload(payload);
                 }
+                drop_catching(output);
                 Err(JoinError::cancelled(task, by))
             }
             (End::Completed, Ok(()), None) => {
                 unreachable!("a task ends completed only after its poll returned its output")
             }
         };
-        if let Some(sink) = sink {
+        *this.result = Some(result);
+        outcome
+    }
+
+    fn awaited(&self) -> bool {
+        true
+    }
+
+    fn panic_received(&self) -> bool {
+        matches!(&self.result, Some(Err(err)) if err.is_panic())
+            && self.sink.as_ref().is_some_and(Sink::receiving)
+    }
+
+    fn deliver(mut self: Pin<Box<Self>>, id: u64) {
+        let this = self.as_mut().project();
+        if let (Some(sink), Some(result)) = (this.sink.take(), this.result.take()) {
             sink.send(id, result);
         }
-        outcome
     }
 }
 
@@ -156,6 +192,10 @@ impl<T: Send + 'static> Sink<T> for Channel<T> {
             Err(payload) => drop_payload(payload),
         }
     }
+
+    fn receiving(&self) -> bool {
+        !self.is_closed()
+    }
 }
 
 /// Awaits one task's output: returned by [`Group::delay_join`](crate::Group::delay_join) and
@@ -167,6 +207,11 @@ impl<T: Send + 'static> Sink<T> for Channel<T> {
 /// [`TaskHandle`] does ([`handle`](JoinHandle::handle)): cancel the task whatever its state,
 /// move it while it is pending, tell its id and deadline. Dropping it changes nothing for the
 /// task, whose output is then dropped when it ends.
+///
+/// By the time it returns, the group has counted the task: [`is_finished`](JoinHandle::is_finished)
+/// is `true`, [`cancel`](JoinHandle::cancel) returns `false`, and [`Group::stats`](crate::Group::stats)
+/// has moved it out of `running`. A panic it returns is not reported again by
+/// [`Group::wait`](crate::Group::wait) (see [`WaitError`](crate::WaitError)).
 ///
 /// # Examples
 ///
@@ -234,8 +279,9 @@ impl<T> JoinHandle<T> {
         self.handle.deadline()
     }
 
-    /// Whether the task has ended: see [`TaskHandle::is_finished`]. Once it is `true`,
-    /// awaiting this handle returns at once.
+    /// Whether the task has ended: see [`TaskHandle::is_finished`]. Its result may still be
+    /// on its way (a cancel on another thread may be dropping the future): awaiting returns
+    /// once it has arrived.
     #[must_use]
     pub fn is_finished(&self) -> bool {
         self.handle.is_finished()
@@ -273,6 +319,9 @@ impl<T> fmt::Debug for JoinHandle<T> {
 /// What a [`Results`] and its tasks' deliveries share.
 struct Collector<T> {
     state: Mutex<Collected<T>>,
+    /// Whether the `Results` is still there to take results: written under `state`'s lock,
+    /// read without it by `receiving`.
+    open: AtomicBool,
 }
 
 struct Collected<T> {
@@ -282,8 +331,6 @@ struct Collected<T> {
     outstanding: usize,
     /// The `join_next` waiting, if any.
     waker: Option<Waker>,
-    /// Whether the `Results` is still there to take results.
-    open: bool,
 }
 
 impl<T> Collector<T> {
@@ -308,7 +355,7 @@ impl<T> Delivery<T> {
             let mut state = collector.lock();
             state.outstanding -= 1;
             let unsent = match result {
-                Some(result) if state.open => {
+                Some(result) if collector.open.load(Ordering::Acquire) => {
                     state.done.push_back(result);
                     None
                 }
@@ -326,6 +373,12 @@ impl<T> Delivery<T> {
 impl<T: Send + 'static> Sink<T> for Delivery<T> {
     fn send(mut self, id: u64, result: Result<T, JoinError>) {
         self.deliver(Some((TaskId::new(id), result)));
+    }
+
+    fn receiving(&self) -> bool {
+        self.0
+            .as_ref()
+            .is_some_and(|collector| collector.open.load(Ordering::Acquire))
     }
 }
 
@@ -383,8 +436,8 @@ impl<T: Send + 'static> Results<T> {
                     done: VecDeque::new(),
                     outstanding: 0,
                     waker: None,
-                    open: true,
                 }),
+                open: AtomicBool::new(true),
             }),
         }
     }
@@ -473,7 +526,7 @@ impl<T> Drop for Results<T> {
     fn drop(&mut self) {
         let (done, waker) = {
             let mut state = self.collector.lock();
-            state.open = false;
+            self.collector.open.store(false, Ordering::Release);
             (std::mem::take(&mut state.done), state.waker.take())
         };
         drop(waker);

@@ -15,6 +15,11 @@
 //!    member under its lock.
 //! 2. Idleness (`pending == 0 && running == 0`) is announced on `idle` by whoever makes it
 //!    true, after unlocking. A cancelled task counts as pending until its future is dropped.
+//! 3. An awaited task's result reaches its requester after the pool counted the task's end
+//!    (so `stats()`, `is_finished()` and `cancel()` agree with it) and before `wait()` can
+//!    return: `delivering` is raised before the lock that counts the end and lowered after the
+//!    delivery, which then announces on `idle`; `wait()` reads it under the pool's lock, so it
+//!    sees any raise made before an end it sees counted.
 //!
 //! # Lock ordering
 //!
@@ -24,7 +29,7 @@
 //! dropping the last handle to a group locks the pool to leave it.
 
 use std::fmt;
-use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 
 use tokio::runtime::Handle;
@@ -39,7 +44,7 @@ use crate::id::TaskId;
 use crate::pool::{Fx, MemberId, Pool, Wake};
 use crate::queue::{Drained, Key};
 use crate::stats::Stats;
-use crate::task::{BoxTask, end_unstarted, wake_catching};
+use crate::task::{BoxTask, deliver_unstarted, end_unstarted, wake_catching};
 
 /// A pool as groups and limiters share it.
 pub(crate) type Domain = Mutex<Pool<BoxTask, Weak<Shared>, Arc<Ticket>>>;
@@ -76,6 +81,10 @@ pub(crate) struct Shared {
     /// The pool's count of aborts of this group's running tasks, published under the pool's
     /// lock by whoever asks for one (see `Pool::abort`); runners read it on every poll.
     pub(crate) aborts: AtomicU64,
+    /// Results of ended tasks counted by the pool and not yet delivered to their requesters
+    /// (`Task::deliver`): raised before the lock that counts the end, lowered after the
+    /// delivery. The group is not idle for `wait()` while it is above zero (invariant 3).
+    delivering: AtomicUsize,
     /// Wakes `wait()` callers when the group becomes idle.
     idle: Notify,
     /// The group's own token (a child of the caller's, if one was given) and its lock-free
@@ -111,6 +120,7 @@ impl Shared {
                 limited,
                 monitor_wake: Notify::new(),
                 aborts: AtomicU64::new(0),
+                delivering: AtomicUsize::new(0),
                 idle: Notify::new(),
                 cancel: CancelWatch::new(token),
                 clock,
@@ -177,20 +187,51 @@ impl Shared {
         self.cancel.is_cancelled()
     }
 
-    /// Drops futures drained for cancellation and moves them from pending to cancelled.
+    /// Drops futures drained for cancellation and moves them from pending to cancelled; then
+    /// tells those awaited.
     fn drop_cancelled(&self, tasks: Drained<BoxTask>) {
         let count = tasks.len() as u64;
+        let mut awaited = Vec::new();
         for (id, task) in tasks {
-            end_unstarted(id, task, CancelledBy::Group);
+            if let Some(task) = end_unstarted(id, task, CancelledBy::Group) {
+                awaited.push((id, task));
+            }
         }
         if count > 0 {
-            self.settle_cancelled(count);
+            self.settle_cancelled(count, awaited);
         }
     }
 
-    pub(crate) fn settle_cancelled(&self, count: u64) {
+    /// `count` cancelled tasks' futures are gone: moves them from pending to cancelled, then
+    /// tells whoever awaits those in `ended` (each ended by `task::end_unstarted`), and only
+    /// then announces the group idle if it is (invariant 3).
+    pub(crate) fn settle_cancelled(&self, count: u64, ended: Vec<(u64, BoxTask)>) {
+        let delivering = ended.len();
+        if delivering > 0 {
+            self.delivering.fetch_add(delivering, Ordering::AcqRel);
+        }
         let idle = self.lock().settle_cancelled(self.id, count);
-        self.announce_if_idle(idle);
+        for (id, task) in ended {
+            deliver_unstarted(id, task);
+        }
+        if delivering > 0 {
+            self.delivered(delivering);
+        } else {
+            self.announce_if_idle(idle);
+        }
+    }
+
+    /// A result is about to be counted and then delivered (invariant 3).
+    pub(crate) fn delivering(&self) {
+        self.delivering.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// `n` results were delivered: the group may have become idle for `wait()`, which looks
+    /// again.
+    pub(crate) fn delivered(&self, n: usize) {
+        if self.delivering.fetch_sub(n, Ordering::AcqRel) == n {
+            wake_catching(|| self.idle.notify_waiters());
+        }
     }
 
     pub(crate) fn is_pending(&self, key: Key) -> bool {
@@ -227,7 +268,14 @@ impl Shared {
     /// `Some(result)` once the group is idle; `None` while tasks remain.
     pub(crate) fn poll_idle(&self) -> Option<Result<(), WaitError>> {
         self.catch_up_on_token();
-        let (panicked, ids) = self.lock().idle_report(self.id)?;
+        let (panicked, ids) = {
+            let mut pool = self.lock();
+            // Under the lock: see invariant 3.
+            if self.delivering.load(Ordering::Acquire) > 0 {
+                return None;
+            }
+            pool.idle_report(self.id)?
+        };
         let cancelled = self.cancel.is_cancelled();
         let ids = ids.into_iter().map(TaskId::new).collect();
         Some(WaitError::new(cancelled, panicked, ids).map_or(Ok(()), Err))

@@ -73,10 +73,12 @@ pub(crate) struct Counters {
 }
 
 impl Counters {
-    /// Task `task` ended with `outcome`.
-    pub(crate) fn record(&mut self, task: u64, outcome: Outcome) {
+    /// Task `task` ended with `outcome`; a panic `received` by the task's requester (its
+    /// `JoinHandle` or `Results`) is reported there, not by `wait()`.
+    pub(crate) fn record(&mut self, task: u64, outcome: Outcome, received: bool) {
         match outcome {
             Outcome::Completed => self.completed += 1,
+            Outcome::Panicked if received => self.panicked += 1,
             Outcome::Panicked => {
                 self.panicked += 1;
                 self.unreported += 1;

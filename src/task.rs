@@ -6,7 +6,7 @@ use std::future::Future;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll, Wake, Waker};
+use std::task::{Context, Poll, Wake, Waker, ready};
 
 use crate::error::CancelledBy;
 use crate::queue::Pending;
@@ -30,31 +30,114 @@ pub(crate) enum End {
 }
 
 pin_project_lite::pin_project! {
-    /// A started future whose output nobody awaits: the output is dropped as it ends.
-    struct Run<F> {
+    /// A started future, and then what it returned: the future is dropped in place, inside
+    /// the poll that returned (or when the task ends another way), so that nothing it holds
+    /// outlives the task's end, while the task's box lives on until its result is delivered.
+    #[project = StageProj]
+    #[project_replace = StageOwn]
+    pub(crate) enum Stage<F: Future> {
+        Running {
+            #[pin]
+            future: F,
+        },
+        Ended {
+            output: Option<F::Output>,
+        },
+    }
+}
+
+impl<F: Future> Stage<F> {
+    /// Polls the future; once it returns, drops it and keeps the output if `keep`, else drops
+    /// that too. Both drops happen here, inside the runner's `catch_unwind`: a panic in either
+    /// makes the task a panicked one. `Ready` at once if it has ended.
+    pub(crate) fn poll_stage(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        keep: bool,
+    ) -> Poll<()> {
+        let StageProj::Running { future } = self.as_mut().project() else {
+            return Poll::Ready(());
+        };
+        let output = ready!(future.poll(cx));
+        if keep {
+            // On a panic in the future's `Drop`, the output is in place all the same.
+            self.project_replace(Stage::Ended {
+                output: Some(output),
+            });
+        } else {
+            self.project_replace(Stage::Ended { output: None });
+            drop(output);
+        }
+        Poll::Ready(())
+    }
+
+    /// Drops the future if it is still there, catching a panic from its `Drop`, and takes
+    /// the output, if it was kept.
+    pub(crate) fn finish(mut self: Pin<&mut Self>) -> (Result<(), Payload>, Option<F::Output>) {
+        let dropped = match self.as_mut().project() {
+            StageProj::Running { .. } => catch_unwind(AssertUnwindSafe(|| {
+                self.as_mut().project_replace(Stage::Ended { output: None });
+            })),
+            StageProj::Ended { .. } => Ok(()),
+        };
+        let output = match self.project() {
+            StageProj::Ended { output } => output.take(),
+            StageProj::Running { .. } => None,
+        };
+        (dropped, output)
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A started task whose output nobody awaits: the output is dropped as it ends.
+    struct Run<F: Future> {
         #[pin]
-        future: F,
+        stage: Stage<F>,
     }
 }
 
 /// The object-safe face of a started task.
+///
+/// A task ends in two steps, so that whoever awaits it hears of the end only once the group
+/// has counted it (its `stats()`, `is_finished()` and `cancel()` agree with what the requester
+/// was told) and before `wait()` can return: [`end`](Task::end) drops the future and settles
+/// the result; the caller records the end under the group's lock, unlocks, and then calls
+/// [`deliver`](Task::deliver).
 pub(crate) trait Task: Send {
     fn poll_task(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()>;
 
-    /// Drops the future (a panic in its `Drop` is caught), then tells whoever awaits task `id`
-    /// how it ended. Returns how the task counts.
-    fn end(self: Pin<Box<Self>>, id: u64, end: End) -> Outcome;
-}
+    /// Drops the future (a panic in its `Drop` is caught) and settles the result of task `id`,
+    /// which ended as `end`. Returns how the task counts.
+    fn end(self: Pin<&mut Self>, id: u64, end: End) -> Outcome;
 
-impl<F: Future + Send> Task for Run<F> {
-    /// Polls the future; its output, if any, is dropped here, inside the runner's
-    /// `catch_unwind` (a panicking `Drop` of the output makes the task a panicked one).
-    fn poll_task(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        self.project().future.poll(cx).map(drop)
+    /// Whether the result is to be delivered (someone may await it); if not, `deliver` only
+    /// frees the task.
+    fn awaited(&self) -> bool {
+        false
     }
 
-    fn end(self: Pin<Box<Self>>, _id: u64, end: End) -> Outcome {
-        let dropped = drop_caught(self);
+    /// Whether a panic's payload, once delivered, reaches a requester that still waits for it
+    /// (its handle or its `Results` is alive): then it counts as reported there, not by the
+    /// group's `wait()`. Asked after `end`.
+    fn panic_received(&self) -> bool {
+        false
+    }
+
+    /// Hands the result settled by `end` to whoever awaits the task.
+    fn deliver(self: Pin<Box<Self>>, id: u64);
+}
+
+impl<F> Task for Run<F>
+where
+    F: Future + Send,
+    F::Output: Send,
+{
+    fn poll_task(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        self.project().stage.poll_stage(cx, false)
+    }
+
+    fn end(self: Pin<&mut Self>, _id: u64, end: End) -> Outcome {
+        let (dropped, _) = self.project().stage.finish();
         let outcome = counted(&end, dropped.is_ok());
         if let Err(payload) = dropped {
             drop_payload(payload);
@@ -64,6 +147,9 @@ impl<F: Future + Send> Task for Run<F> {
         }
         outcome
     }
+
+    /// Nothing is left but the box: the future and its output are gone.
+    fn deliver(self: Pin<Box<Self>>, _id: u64) {}
 }
 
 /// How a task counts, given how it ended and whether its future's `Drop` returned: a panic in
@@ -83,33 +169,46 @@ pub(crate) type BoxTask = Pin<Box<dyn Task>>;
 fn boxed<F>(future: F) -> BoxTask
 where
     F: Future + Send + 'static,
+    F::Output: Send,
 {
-    Box::pin(Run { future })
+    Box::pin(Run {
+        stage: Stage::Running { future },
+    })
 }
 
 /// A value the group's queue stores for a task.
 pub(crate) trait Stored: Pending<BoxTask> + Sized {
-    /// Drops the task, scheduled into a cancelled group as task `id`, and tells whoever awaits
-    /// it; outside any task, as far as [`task_id`](crate::task_id) says.
-    fn refuse(self, id: u64) {
-        end_unstarted(id, self.start(), CancelledBy::Group);
+    /// Drops the task, scheduled into a cancelled group as task `id` (outside any task, as far
+    /// as [`task_id`](crate::task_id) says). Returns it if its result is to be delivered once
+    /// the group has counted it.
+    fn refuse(self, id: u64) -> Option<BoxTask> {
+        end_unstarted(id, self.start(), CancelledBy::Group)
     }
 }
 
 /// A pending future stored in its type's slab; boxed only when it leaves the queue.
 pub(crate) struct Inline<F>(pub(crate) F);
 
-impl<F: Future + Send + 'static> Pending<BoxTask> for Inline<F> {
+impl<F> Pending<BoxTask> for Inline<F>
+where
+    F: Future + Send + 'static,
+    F::Output: Send,
+{
     fn start(self) -> BoxTask {
         boxed(self.0)
     }
 }
 
-impl<F: Future + Send + 'static> Stored for Inline<F> {
+impl<F> Stored for Inline<F>
+where
+    F: Future + Send + 'static,
+    F::Output: Send,
+{
     /// Nobody awaits it: dropped as stored, not boxed only to be dropped.
-    fn refuse(self, _id: u64) {
+    fn refuse(self, _id: u64) -> Option<BoxTask> {
         let _outside = crate::id::outside();
         drop_catching(self);
+        None
     }
 }
 
@@ -117,7 +216,11 @@ impl<F: Future + Send + 'static> Stored for Inline<F> {
 pub(crate) struct Boxed(BoxTask);
 
 impl Boxed {
-    pub(crate) fn new<F: Future + Send + 'static>(future: F) -> Self {
+    pub(crate) fn new<F>(future: F) -> Self
+    where
+        F: Future + Send + 'static,
+        F::Output: Send,
+    {
         Self(boxed(future))
     }
 
@@ -151,10 +254,19 @@ pub(crate) fn poll_catching(task: &mut BoxTask, cx: &mut Context<'_>) -> Result<
 /// Ends task `id`, cancelled before it started (by its handle, by a cancelled group's drain,
 /// or refused by a cancelled group): its future is dropped, catching a panic from its `Drop`,
 /// outside any task as far as [`task_id`](crate::task_id) says (even when another task's poll
-/// cancelled it), and whoever awaits it is told `by`.
-pub(crate) fn end_unstarted(id: u64, task: BoxTask, by: CancelledBy) {
+/// cancelled it). Returns the task if whoever awaits it is to be told `by`, with
+/// [`deliver_unstarted`], once the group has counted it; `None` if nobody awaits it (it is
+/// gone).
+pub(crate) fn end_unstarted(id: u64, mut task: BoxTask, by: CancelledBy) -> Option<BoxTask> {
     let _outside = crate::id::outside();
-    task.end(id, End::Cancelled(by));
+    task.as_mut().end(id, End::Cancelled(by));
+    task.awaited().then_some(task)
+}
+
+/// Tells whoever awaits task `id`, ended by [`end_unstarted`], that it was cancelled.
+pub(crate) fn deliver_unstarted(id: u64, task: BoxTask) {
+    let _outside = crate::id::outside();
+    task.deliver(id);
 }
 
 /// Drops `value`, catching a panic from its `Drop`. Returns `false` if it panicked. The panic

@@ -112,8 +112,42 @@ async fn a_panic_comes_back_with_its_payload_once_and_resumes() {
         resumed.downcast_ref::<String>().map(String::as_str),
         Some("boom")
     );
-    let wait = bounded(group.wait()).await.unwrap_err();
-    assert_eq!(wait.panicked_ids(), [id]);
+    // Reported once: to its requester, so not by `wait()`; the stats keep it.
+    bounded(group.wait()).await.unwrap();
+    assert_eq!(group.stats().panicked, 1);
+}
+
+/// A panic nobody receives (its `JoinHandle` was dropped, or it had none) is reported by
+/// `wait()`; one its `Results` received is not.
+#[tokio::test(start_paused = true)]
+async fn wait_reports_the_panics_no_requester_received() {
+    let group = Group::new();
+    let mut results = group.results::<()>();
+    let boom = || async {
+        if task_id().is_some() {
+            panic!("boom");
+        }
+    };
+    let detached = {
+        let task = group.delay_join(ms(1), boom());
+        task.id()
+    };
+    let plain = group.delay(ms(1), boom()).id();
+    results.delay(ms(1), boom());
+    let err = bounded(group.wait()).await.unwrap_err();
+    let mut ids = err.panicked_ids().to_vec();
+    ids.sort();
+    assert_eq!(ids, [detached, plain]);
+    assert!(
+        bounded(results.join_next())
+            .await
+            .unwrap()
+            .1
+            .unwrap_err()
+            .is_panic()
+    );
+    bounded(group.wait()).await.unwrap();
+    assert_eq!(group.stats().panicked, 3);
 }
 
 #[tokio::test(start_paused = true)]
@@ -428,4 +462,64 @@ async fn large_futures_and_zero_sized_outputs_come_back_too() {
     let unit = group.delay_join(ms(1), async {});
     assert_eq!(bounded(big).await.unwrap(), [7u8; 1024]);
     bounded(unit).await.unwrap();
+}
+
+// ===== the requester hears after the group counted =====
+
+/// Found by review: the result used to reach the requester before the group recorded the end,
+/// so right after `Ok(output)` a third of the time `stats()` still said running, `is_finished()`
+/// said false and `cancel()` said true. The group now counts first, then delivers, then may
+/// announce itself idle.
+#[test]
+fn a_received_output_finds_the_task_counted_finished_and_not_cancellable() {
+    let rt = common::multi_thread(2);
+    let n = common::iterations(2000);
+    rt.block_on(async {
+        let group = Group::new();
+        let mut results = group.results::<u64>();
+        for i in 0..n as u64 {
+            let joined = group.delay_join(Duration::ZERO, async move { i });
+            let handle = joined.handle().clone();
+            assert_eq!(bounded(joined).await.unwrap(), i);
+            assert!(handle.is_finished(), "iteration {i}");
+            assert!(!handle.cancel(), "iteration {i}: cancel() after the output");
+            let collected = results.delay(Duration::ZERO, async move { i });
+            let (id, out) = bounded(results.join_next()).await.unwrap();
+            assert_eq!((id, out.unwrap()), (collected.id(), i));
+            assert!(
+                collected.is_finished() && !collected.cancel(),
+                "iteration {i}"
+            );
+            let stats = group.stats();
+            assert_eq!(
+                (stats.running, stats.completed),
+                (0, 2 * (i + 1)),
+                "iteration {i}"
+            );
+        }
+    });
+}
+
+/// And a `wait()` that returns finds every result delivered.
+#[test]
+fn wait_returns_after_every_result_is_delivered() {
+    let rt = common::multi_thread(2);
+    let n = common::iterations(2000) / 4;
+    rt.block_on(async {
+        for i in 0..n {
+            let group = Group::builder().max_concurrent(2).build();
+            let mut results = group.results::<usize>();
+            for k in 0..4 {
+                results.delay(Duration::ZERO, async move { k });
+            }
+            let cancelled = results.delay(Duration::from_secs(60), async { 9 });
+            cancelled.cancel();
+            bounded(group.wait()).await.unwrap();
+            let mut got = 0;
+            while results.try_join_next().is_some() {
+                got += 1;
+            }
+            assert_eq!(got, 5, "iteration {i}: results missing after wait()");
+        }
+    });
 }

@@ -615,10 +615,14 @@ impl<T: 'static, G: Ctx, A> Pool<T, G, A> {
 
     /// Asks the running task `task` to stop. Returns the group's new count of aborts, which
     /// the caller publishes to the runners (`Started::aborts`) and then wakes them; `None` if
-    /// the task is not running or was asked before. It stops at its runner's next look: the
-    /// runner ends it as cancelled, unless it returned first.
+    /// the task is not running, was asked before, or its group is cancelled (which stops it
+    /// already). It stops at its runner's next look: the runner ends it as cancelled, unless
+    /// it returned first.
     pub(crate) fn abort(&mut self, id: MemberId, task: u64) -> Option<u64> {
         let member = self.member(id);
+        if member.cancelled {
+            return None;
+        }
         let asked = member.running.get_mut(&task)?;
         if *asked {
             return None;
@@ -704,13 +708,15 @@ impl<T: 'static, G: Ctx, A> Pool<T, G, A> {
         (step, fx)
     }
 
-    /// A task of the group ended with `outcome` and its future is gone; `now`, if known, was
-    /// read on the group's runtime. Frees its slots and hands them on.
+    /// A task of the group ended with `outcome` and its future is gone; `received`: a panic
+    /// goes to a requester that waits for it, and counts as reported there (see [`Counters`]);
+    /// `now`, if known, was read on the group's runtime. Frees its slots and hands them on.
     pub(crate) fn finish(
         &mut self,
         id: MemberId,
         task: u64,
         outcome: Outcome,
+        received: bool,
         now: Option<u64>,
         at: u64,
     ) -> Fx<T, G, A> {
@@ -718,7 +724,7 @@ impl<T: 'static, G: Ctx, A> Pool<T, G, A> {
         if let Some(now) = now {
             member.frontier = member.frontier.max(now);
         }
-        member.counters.record(task, outcome);
+        member.counters.record(task, outcome, received);
         member.running.remove(&task);
         let room = member.running.capacity();
         // A burst's table is given back as it ends (amortized O(1): a shrink halves the room
