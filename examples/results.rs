@@ -219,15 +219,17 @@ async fn main() {
     }
     row("total", &total, "");
 
-    // Every reply is in, but a task counts as ended in the group's stats just after its result
-    // is handed over: wait() lets the counts settle. It also reports the panics.
+    // Every reply is in, so the group has counted every request's end already (a requester
+    // hears only after that); and the clients received every panic, so `wait()` reports none.
+    let stats = backend.stats();
+    println!("{stats:?}");
     let waited = backend.wait().await;
     println!(
         "wait(): {}",
-        waited.map_or_else(|e| e.to_string(), |()| "ok".into())
+        waited
+            .as_ref()
+            .map_or_else(|e| e.to_string(), |()| "ok".into())
     );
-    let stats = backend.stats();
-    println!("{stats:?}");
     let t = &total;
     let checks = [
         ("received == sent", t.received() == t.sent),
@@ -236,6 +238,7 @@ async fn main() {
         ("cancelled", stats.cancelled == t.cancelled),
         ("panicked", stats.panicked == t.panicked),
         ("nothing left", stats.pending + stats.running == 0),
+        ("wait() ok", waited.is_ok()),
     ];
     let failed: Vec<&str> = checks.iter().filter(|c| !c.1).map(|c| c.0).collect();
     if failed.is_empty() {
