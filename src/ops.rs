@@ -73,7 +73,7 @@ impl Shared {
             }
             Err((key, task)) => {
                 let ended = task.refuse(key.id());
-                self.settle_cancelled(1, ended.map(|task| (key.id(), task)).into_iter().collect());
+                self.settle_cancelled(1, ended.map(|task| (key.id(), task)));
                 key
             }
         }
@@ -107,7 +107,7 @@ impl Shared {
             apply(self, fx);
         }
         let ended = end_unstarted(key.id(), task, CancelledBy::Handle);
-        self.settle_cancelled(1, ended.map(|task| (key.id(), task)).into_iter().collect());
+        self.settle_cancelled(1, ended.map(|task| (key.id(), task)));
         true
     }
 

@@ -205,7 +205,13 @@ impl Shared {
     /// `count` cancelled tasks' futures are gone: moves them from pending to cancelled, then
     /// tells whoever awaits those in `ended` (each ended by `task::end_unstarted`), and only
     /// then announces the group idle if it is (invariant 3).
-    pub(crate) fn settle_cancelled(&self, count: u64, ended: Vec<(u64, BoxTask)>) {
+    pub(crate) fn settle_cancelled<I>(&self, count: u64, ended: I)
+    where
+        I: IntoIterator<Item = (u64, BoxTask)>,
+        I::IntoIter: ExactSizeIterator,
+    {
+        // An `Option` for one task: collecting it into a `Vec` would allocate even for `None`.
+        let ended = ended.into_iter();
         let delivering = ended.len();
         if delivering > 0 {
             self.delivering.fetch_add(delivering, Ordering::AcqRel);

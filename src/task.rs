@@ -259,8 +259,13 @@ pub(crate) fn poll_catching(task: &mut BoxTask, cx: &mut Context<'_>) -> Result<
 /// gone).
 pub(crate) fn end_unstarted(id: u64, mut task: BoxTask, by: CancelledBy) -> Option<BoxTask> {
     let _outside = crate::id::outside();
+    if !task.awaited() {
+        // Nobody to tell: the box goes with the future, in one drop.
+        drop_catching(task);
+        return None;
+    }
     task.as_mut().end(id, End::Cancelled(by));
-    task.awaited().then_some(task)
+    Some(task)
 }
 
 /// Tells whoever awaits task `id`, ended by [`end_unstarted`], that it was cancelled.
