@@ -177,13 +177,18 @@ impl Registration<'_> {
             }
         }
         let relay = Waker::from(this.relay.clone().expect("set above"));
-        // A `Notified` receives every `notify_waiters` from the moment it is made.
-        this.notified.set(this.notify.notified());
-        // `Ready` means the flag is set, or an abort was asked for: the caller looks next.
-        let _ = this
-            .notified
-            .as_mut()
-            .poll(&mut Context::from_waker(&relay));
+        let mut cx = Context::from_waker(&relay);
+        // A `Notified` receives every `notify_waiters` from the moment it is made; one that
+        // came before its first poll makes that poll `Ready` without registering the relay
+        // (the second hostile review lost runners that way), so make another until one is
+        // registered. Each `Ready` stands for a wake-up whose cause (the flag, or a count of
+        // aborts) was published before it, which the caller looks at next.
+        loop {
+            this.notified.set(this.notify.notified());
+            if this.notified.as_mut().poll(&mut cx).is_pending() {
+                return;
+            }
+        }
     }
 }
 

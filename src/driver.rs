@@ -59,7 +59,7 @@ use crate::error::CancelledBy;
 use crate::id::{self, TaskId};
 use crate::pool::{Action, Started, Step, Wake};
 use crate::shared::{Domain, Effects, Shared, lock};
-use crate::task::{BoxTask, End, Outcome, poll_catching, wake_catching};
+use crate::task::{BoxTask, End, Handed, poll_catching, wake_catching};
 
 /// A spawn to carry out: a runner for a task that holds its slots, or a monitor.
 enum Spawn {
@@ -364,25 +364,11 @@ impl Runner {
                 }
             })
             .await;
-            let mut started = self.task.take().expect("a runner always holds a task here");
-            let outcome = end(&mut started, how);
-            let received = started.task.panic_received();
-            let awaited = started.task.awaited();
-            if awaited {
-                shared.delivering();
-            }
+            let started = self.task.take().expect("a runner always holds a task here");
             let now = shared.clock.now();
-            let mut fx =
-                shared
-                    .lock()
-                    .finish(shared.id, started.id, outcome, received, Some(now), now);
+            let mut fx = close(&shared, started, how, Some(now));
             // The slots went to this group's next task: run it here.
             let next = fx.starts.take_first();
-            // Counted, and not yet announced idle: the requester hears now.
-            deliver(started);
-            if awaited {
-                shared.delivered(1);
-            }
             apply(&shared, fx);
             match next {
                 Some(task) => {
@@ -396,19 +382,36 @@ impl Runner {
     }
 }
 
-/// Ends a task: drops its future, which sees its own id in `task_id()`, and settles its
-/// result (see `Task::end`). Returns how it counts.
-fn end(started: &mut Started<BoxTask>, how: End) -> Outcome {
+/// Ends a task that ran (or was about to) as `how`: drops its future, which sees its own id in
+/// `task_id()`, and settles its result (`Task::end`); counts the end, which frees its slots
+/// (the effects, to carry out, are returned); and then tells whoever awaits it, and corrects
+/// the count by what that showed (`Task::deliver`, `Pool::handed`). The requester hears after
+/// the group counted the end, and before `wait()` can return (`Shared`'s invariant 3); `now`,
+/// if known, was read on the group's runtime.
+fn close(
+    shared: &Arc<Shared>,
+    mut started: Started<BoxTask>,
+    how: End,
+    now: Option<u64>,
+) -> Effects {
     let _entered = id::enter(TaskId::new(started.id));
-    started.task.as_mut().end(started.id, how)
-}
-
-/// Tells whoever awaits an ended task how it ended, once the group has counted it and before
-/// the group is announced idle (see `Task::deliver`); an output nobody receives is dropped
-/// here, seeing its task's id in `task_id()`.
-fn deliver(started: Started<BoxTask>) {
-    let _entered = id::enter(TaskId::new(started.id));
-    started.task.deliver(started.id);
+    let outcome = started.task.as_mut().end(started.id, how);
+    let awaited = started.task.awaited();
+    if awaited {
+        shared.delivering();
+    }
+    let at = now.unwrap_or_else(|| shared.at());
+    let fx = shared
+        .lock()
+        .finish(shared.id, started.id, outcome, now, at);
+    if awaited {
+        let handed = started.task.deliver(started.id);
+        if handed != Handed::Nothing {
+            shared.lock().handed(shared.id, started.id, handed);
+        }
+        shared.delivered(1);
+    }
+    fx
 }
 
 impl Drop for Runner {
@@ -418,7 +421,7 @@ impl Drop for Runner {
     /// rather than started and dropped again for ever; then the task is cancelled and its
     /// slots handed on.
     fn drop(&mut self) {
-        if let Some(mut started) = self.task.take() {
+        if let Some(started) = self.task.take() {
             self.shared.cancel_and_drain(false);
             // A task its handle asked to stop says so, whoever stopped it first.
             let by = if self.shared.lock().is_aborted(self.shared.id, started.id) {
@@ -426,13 +429,7 @@ impl Drop for Runner {
             } else {
                 CancelledBy::Group
             };
-            let outcome = end(&mut started, End::Cancelled(by));
-            let at = self.shared.at();
-            let fx =
-                self.shared
-                    .lock()
-                    .finish(self.shared.id, started.id, outcome, false, None, at);
-            deliver(started);
+            let fx = close(&self.shared, started, End::Cancelled(by), None);
             apply(&self.shared, fx);
         }
     }

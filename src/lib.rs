@@ -124,6 +124,7 @@
 //!   one at its next `.await`; `reschedule` moves a pending task; a stale handle can never
 //!   reach another task: `outputs::cancel_stops_a_running_task_at_its_await_and_frees_its_slot`,
 //!   `hostile_outputs::an_abort_is_never_lost_by_a_runner_polled_while_another_abort_is_published`,
+//!   `hostile_outputs2::an_abort_storm_from_many_threads_never_leaves_a_runner_deaf`,
 //!   `cancel::handle_cancel_drops_the_future_before_returning`,
 //!   `cancel::reschedule_moves_a_pending_task_later_or_earlier`,
 //!   `cancel::a_stale_handle_never_touches_a_task_that_reused_its_slot`,
@@ -132,7 +133,9 @@
 //!   end and before `wait()` returns: `model::*` (every `JoinHandle` and `Results` against the
 //!   model), `outputs::a_received_output_finds_the_task_counted_finished_and_not_cancellable`,
 //!   `outputs::wait_returns_after_every_result_is_delivered`,
-//!   `hostile_outputs::results_get_exactly_one_result_per_task_with_the_right_cause`.
+//!   `hostile_outputs::results_get_exactly_one_result_per_task_with_the_right_cause`,
+//!   `hostile_outputs2::wait_never_returns_before_a_result_the_runtimes_shutdown_delivers`,
+//!   `hostile_outputs2::a_join_handle_dropped_as_its_task_panics_never_loses_the_panic`.
 //! - A panic in a task, or in its `Drop`, is contained, counted and reported:
 //!   `cap::a_panicking_task_frees_its_slot`, `faults::a_panic_while_others_run_disturbs_nothing`,
 //!   `faults::drops_that_panic_on_group_cancel_are_contained_pending_and_running`.

@@ -23,8 +23,8 @@ use crate::id::TaskId;
 use crate::queue::Pending;
 use crate::shared::Shared;
 use crate::task::{
-    BoxTask, End, Outcome, Stage, Stored, Task, counted, drop_catching, drop_caught, drop_payload,
-    wake_catching,
+    BoxTask, End, Handed, Outcome, Stage, Stored, Task, counted, drop_catching, drop_caught,
+    drop_payload, wake_catching,
 };
 
 /// Where an awaited task's result goes.
@@ -32,10 +32,31 @@ pub(crate) trait Sink<T>: Send + 'static {
     /// Hands over the result of task `id`. Runs no user code of the requester's but its waker,
     /// whose panic is caught; an output nobody will receive is dropped here, catching a panic
     /// from its `Drop`.
-    fn send(self, id: u64, result: Result<T, JoinError>);
+    fn send(self, id: u64, result: Result<T, JoinError>) -> Sent;
 
     /// Whether the requester is still there to receive what is sent.
     fn receiving(&self) -> bool;
+}
+
+/// What became of a result a [`Sink`] was given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Sent {
+    /// The requester has it.
+    Taken,
+    /// The requester was gone: the result was dropped, and `panicked` says whether that was
+    /// an output whose `Drop` panicked.
+    Refused { panicked: bool },
+}
+
+/// Drops a result nobody took, catching a panic from its `Drop`.
+fn refuse<T>(result: Result<T, JoinError>) -> Sent {
+    let output = result.is_ok();
+    let dropped = drop_caught(result);
+    let panicked = output && dropped.is_err();
+    if let Err(payload) = dropped {
+        drop_payload(payload);
+    }
+    Sent::Refused { panicked }
 }
 
 /// A pending task whose output is awaited: its future and where its result goes, stored
@@ -162,15 +183,16 @@ where
         true
     }
 
-    fn panic_received(&self) -> bool {
-        matches!(&self.result, Some(Err(err)) if err.is_panic())
-            && self.sink.as_ref().is_some_and(Sink::receiving)
-    }
-
-    fn deliver(mut self: Pin<Box<Self>>, id: u64) {
+    fn deliver(mut self: Pin<Box<Self>>, id: u64) -> Handed {
         let this = self.as_mut().project();
-        if let (Some(sink), Some(result)) = (this.sink.take(), this.result.take()) {
-            sink.send(id, result);
+        let (Some(sink), Some(result)) = (this.sink.take(), this.result.take()) else {
+            return Handed::Nothing;
+        };
+        let panic = matches!(&result, Err(err) if err.is_panic());
+        match sink.send(id, result) {
+            Sent::Taken if panic => Handed::PanicTaken,
+            Sent::Refused { panicked: true } => Handed::OutputPanicked,
+            Sent::Taken | Sent::Refused { .. } => Handed::Nothing,
         }
     }
 }
@@ -181,15 +203,16 @@ where
 type Channel<T> = oneshot::Sender<Result<T, JoinError>>;
 
 impl<T: Send + 'static> Sink<T> for Channel<T> {
-    fn send(self, _id: u64, result: Result<T, JoinError>) {
-        // `send` wakes the receiving task.
+    fn send(self, _id: u64, result: Result<T, JoinError>) -> Sent {
+        // `send` wakes the receiving task, whose waker may panic (caught: the result is in).
         match catch_unwind(AssertUnwindSafe(|| oneshot::Sender::send(self, result))) {
-            Ok(Ok(())) => {}
-            // The `JoinHandle` is gone: the output is dropped here.
-            Ok(Err(unsent)) => {
-                drop_catching(unsent);
+            Ok(Ok(())) => Sent::Taken,
+            // The `JoinHandle` is gone.
+            Ok(Err(unsent)) => refuse(unsent),
+            Err(payload) => {
+                drop_payload(payload);
+                Sent::Taken
             }
-            Err(payload) => drop_payload(payload),
         }
     }
 
@@ -347,9 +370,9 @@ pub(crate) struct Delivery<T>(Option<Arc<Collector<T>>>);
 impl<T> Delivery<T> {
     /// Counts one task out, queueing `result` if given and the `Results` is still there, and
     /// wakes its `join_next`. A result nobody will take is dropped, after unlocking.
-    fn deliver(&mut self, result: Option<(TaskId, Result<T, JoinError>)>) {
+    fn deliver(&mut self, result: Option<(TaskId, Result<T, JoinError>)>) -> Sent {
         let Some(collector) = self.0.take() else {
-            return;
+            return Sent::Refused { panicked: false };
         };
         let (waker, unsent) = {
             let mut state = collector.lock();
@@ -363,16 +386,20 @@ impl<T> Delivery<T> {
             };
             (state.waker.take(), unsent)
         };
-        drop_catching(unsent);
+        let sent = match unsent {
+            Some((_, result)) => refuse(result),
+            None => Sent::Taken,
+        };
         if let Some(waker) = waker {
             wake_catching(|| waker.wake());
         }
+        sent
     }
 }
 
 impl<T: Send + 'static> Sink<T> for Delivery<T> {
-    fn send(mut self, id: u64, result: Result<T, JoinError>) {
-        self.deliver(Some((TaskId::new(id), result)));
+    fn send(mut self, id: u64, result: Result<T, JoinError>) -> Sent {
+        self.deliver(Some((TaskId::new(id), result)))
     }
 
     fn receiving(&self) -> bool {
@@ -484,7 +511,7 @@ impl<T: Send + 'static> Results<T> {
         &mut self,
         cx: &mut Context<'_>,
     ) -> Poll<Option<(TaskId, Result<T, JoinError>)>> {
-        let old = {
+        {
             let mut state = self.collector.lock();
             if let Some(result) = state.done.pop_front() {
                 return Poll::Ready(Some(result));
@@ -492,14 +519,28 @@ impl<T: Send + 'static> Results<T> {
             if state.outstanding == 0 {
                 return Poll::Ready(None);
             }
-            match &state.waker {
-                Some(waker) if waker.will_wake(cx.waker()) => None,
-                _ => state.waker.replace(cx.waker().clone()),
+            // `will_wake` compares pointers: none of the caller's code.
+            if state
+                .waker
+                .as_ref()
+                .is_some_and(|w| w.will_wake(cx.waker()))
+            {
+                return Poll::Pending;
+            }
+        }
+        // Cloning a waker, and dropping one, is the caller's code: done unlocked, and the
+        // state looked at again.
+        let waker = cx.waker().clone();
+        let (ready, unused) = {
+            let mut state = self.collector.lock();
+            match state.done.pop_front() {
+                Some(result) => (Poll::Ready(Some(result)), Some(waker)),
+                None if state.outstanding == 0 => (Poll::Ready(None), Some(waker)),
+                None => (Poll::Pending, state.waker.replace(waker)),
             }
         };
-        // A waker is the caller's code: dropped after unlocking.
-        drop(old);
-        Poll::Pending
+        drop(unused);
+        ready
     }
 
     /// The next result if a task has ended, without waiting.

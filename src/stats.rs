@@ -73,12 +73,10 @@ pub(crate) struct Counters {
 }
 
 impl Counters {
-    /// Task `task` ended with `outcome`; a panic `received` by the task's requester (its
-    /// `JoinHandle` or `Results`) is reported there, not by `wait()`.
-    pub(crate) fn record(&mut self, task: u64, outcome: Outcome, received: bool) {
+    /// Task `task` ended with `outcome`.
+    pub(crate) fn record(&mut self, task: u64, outcome: Outcome) {
         match outcome {
             Outcome::Completed => self.completed += 1,
-            Outcome::Panicked if received => self.panicked += 1,
             Outcome::Panicked => {
                 self.panicked += 1;
                 self.unreported += 1;
@@ -88,6 +86,22 @@ impl Counters {
             }
             Outcome::Cancelled => self.cancelled += 1,
         }
+    }
+
+    /// Task `task`'s panic, counted unreported as it ended, was taken by its requester (a
+    /// `JoinHandle` or a `Results`): reported there, not by `wait()`.
+    pub(crate) fn panic_taken(&mut self, task: u64) {
+        self.unreported = self.unreported.saturating_sub(1);
+        if let Some(at) = self.unreported_ids.iter().position(|&id| id == task) {
+            self.unreported_ids.remove(at);
+        }
+    }
+
+    /// Task `task`, counted completed as it ended, turned out panicked: nobody took its
+    /// output, whose `Drop` panicked.
+    pub(crate) fn output_panicked(&mut self, task: u64) {
+        self.completed -= 1;
+        self.record(task, Outcome::Panicked);
     }
 
     /// The panics not reported yet, and the first ids among them; from now on they count as

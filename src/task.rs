@@ -116,15 +116,21 @@ pub(crate) trait Task: Send {
         false
     }
 
-    /// Whether a panic's payload, once delivered, reaches a requester that still waits for it
-    /// (its handle or its `Results` is alive): then it counts as reported there, not by the
-    /// group's `wait()`. Asked after `end`.
-    fn panic_received(&self) -> bool {
-        false
-    }
+    /// Hands the result settled by `end` to whoever awaits the task. Returns what the group
+    /// must correct in how it counted the task, now that it knows whether the requester took
+    /// the result.
+    fn deliver(self: Pin<Box<Self>>, id: u64) -> Handed;
+}
 
-    /// Hands the result settled by `end` to whoever awaits the task.
-    fn deliver(self: Pin<Box<Self>>, id: u64);
+/// What delivering a result showed, for the group's counters (`Pool::handed`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Handed {
+    /// Nothing to correct.
+    Nothing,
+    /// The requester took a panic: reported there, not by `wait()`.
+    PanicTaken,
+    /// Nobody took the output, and its `Drop` panicked: the task counts as panicked.
+    OutputPanicked,
 }
 
 impl<F> Task for Run<F>
@@ -149,7 +155,9 @@ where
     }
 
     /// Nothing is left but the box: the future and its output are gone.
-    fn deliver(self: Pin<Box<Self>>, _id: u64) {}
+    fn deliver(self: Pin<Box<Self>>, _id: u64) -> Handed {
+        Handed::Nothing
+    }
 }
 
 /// How a task counts, given how it ended and whether its future's `Drop` returned: a panic in
@@ -268,10 +276,11 @@ pub(crate) fn end_unstarted(id: u64, mut task: BoxTask, by: CancelledBy) -> Opti
     Some(task)
 }
 
-/// Tells whoever awaits task `id`, ended by [`end_unstarted`], that it was cancelled.
+/// Tells whoever awaits task `id`, ended by [`end_unstarted`], that it was cancelled (which
+/// leaves nothing for the group to correct).
 pub(crate) fn deliver_unstarted(id: u64, task: BoxTask) {
     let _outside = crate::id::outside();
-    task.deliver(id);
+    let _ = task.deliver(id);
 }
 
 /// Drops `value`, catching a panic from its `Drop`. Returns `false` if it panicked. The panic

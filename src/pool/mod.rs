@@ -56,7 +56,7 @@ use crate::history::{Activity, History};
 use crate::limit::Cap;
 use crate::queue::{DeadlineQueue, Drained, Key, Pending, Prepared};
 use crate::stats::{Counters, Stats};
-use crate::task::Outcome;
+use crate::task::{Handed, Outcome};
 use crate::throttle::{Throttle, ThrottleOutcome, ThrottleState};
 
 #[cfg(test)]
@@ -632,6 +632,17 @@ impl<T: 'static, G: Ctx, A> Pool<T, G, A> {
         Some(member.aborts)
     }
 
+    /// Corrects how the ended task `task` counts, now that its result was delivered (see
+    /// [`Handed`]). Changes no total: `wait()`'s report, or completed against panicked.
+    pub(crate) fn handed(&mut self, id: MemberId, task: u64, handed: Handed) {
+        let counters = &mut self.member(id).counters;
+        match handed {
+            Handed::Nothing => {}
+            Handed::PanicTaken => counters.panic_taken(task),
+            Handed::OutputPanicked => counters.output_panicked(task),
+        }
+    }
+
     /// Whether the running task `task` was asked to stop.
     pub(crate) fn is_aborted(&mut self, id: MemberId, task: u64) -> bool {
         self.member(id).running.get(&task).copied().unwrap_or(false)
@@ -708,15 +719,13 @@ impl<T: 'static, G: Ctx, A> Pool<T, G, A> {
         (step, fx)
     }
 
-    /// A task of the group ended with `outcome` and its future is gone; `received`: a panic
-    /// goes to a requester that waits for it, and counts as reported there (see [`Counters`]);
-    /// `now`, if known, was read on the group's runtime. Frees its slots and hands them on.
+    /// A task of the group ended with `outcome` and its future is gone; `now`, if known, was
+    /// read on the group's runtime. Frees its slots and hands them on.
     pub(crate) fn finish(
         &mut self,
         id: MemberId,
         task: u64,
         outcome: Outcome,
-        received: bool,
         now: Option<u64>,
         at: u64,
     ) -> Fx<T, G, A> {
@@ -724,7 +733,7 @@ impl<T: 'static, G: Ctx, A> Pool<T, G, A> {
         if let Some(now) = now {
             member.frontier = member.frontier.max(now);
         }
-        member.counters.record(task, outcome, received);
+        member.counters.record(task, outcome);
         member.running.remove(&task);
         let room = member.running.capacity();
         // A burst's table is given back as it ends (amortized O(1): a shrink halves the room
