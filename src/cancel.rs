@@ -157,7 +157,7 @@ impl Registration<'_> {
     /// count of aborts (`Shared::aborts`), which whoever cancels or aborts changes before it
     /// notifies.
     ///
-    /// Costs one atomic swap while nothing happened and the waker stays the same (a tokio
+    /// Costs one atomic load while nothing happened and the waker stays the same (a tokio
     /// task's does): the `Notified` is made anew, and polled (the `Notify`'s lock), only when
     /// the last one fired or the waker changed, so once per runner plus once per abort in its
     /// group.
@@ -165,7 +165,10 @@ impl Registration<'_> {
         let mut this = self.project();
         match this.relay.as_ref() {
             Some(relay) if relay.runner.will_wake(cx.waker()) => {
-                if !relay.fired.swap(false, Ordering::AcqRel) {
+                // A load first: the swap, a locked instruction, only once it fired.
+                if !relay.fired.load(Ordering::Acquire)
+                    || !relay.fired.swap(false, Ordering::AcqRel)
+                {
                     return;
                 }
             }
