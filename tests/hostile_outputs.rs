@@ -38,6 +38,7 @@ use std::task::{Context, Poll, Wake, Waker};
 use std::time::Duration;
 
 use common::counting::{Counting, live_bytes};
+use common::outputs::{cause, forever, poll_once, spin_until};
 use common::{
     alive, assert_adds_up, bounded, current_thread, iterations, join_bounded, ms, multi_thread,
     settle,
@@ -52,37 +53,6 @@ use tokio::time::Instant;
 static ALLOCATOR: Counting = Counting;
 
 // ===== helpers =====
-
-/// Polls `fut` once with a waker that does nothing.
-fn poll_once<F: Future + Unpin>(fut: &mut F) -> Poll<F::Output> {
-    Pin::new(fut).poll(&mut Context::from_waker(Waker::noop()))
-}
-
-/// A future that tells `started` it runs, then never ends.
-async fn forever(started: mpsc::UnboundedSender<()>) -> u32 {
-    let _ = started.send(());
-    std::future::pending::<()>().await;
-    unreachable!()
-}
-
-fn cause<T>(result: &Result<T, JoinError>) -> Option<CancelledBy> {
-    result.as_ref().err().and_then(JoinError::cancelled_by)
-}
-
-/// Spins (real time, bounded) until `cond` holds.
-#[track_caller]
-fn spin_until(mut cond: impl FnMut() -> bool) {
-    let at = std::panic::Location::caller();
-    let start = std::time::Instant::now();
-    while !cond() {
-        assert!(
-            start.elapsed() < common::REAL_BOUND,
-            "{at}: a condition did not hold within {:?}",
-            common::REAL_BOUND
-        );
-        std::thread::yield_now();
-    }
-}
 
 // ===== refused tasks, basics =====
 

@@ -32,48 +32,18 @@ use std::thread::ThreadId;
 use std::time::Duration;
 
 use common::counting::{Counting, live_bytes};
+use common::outputs::{cause, forever, poll_once, spin_until};
 use common::{
     alive, assert_adds_up, bounded, current_thread, iterations, join_bounded, ms, multi_thread,
     settle,
 };
-use schedgroup::{CancelledBy, Group, JoinError, JoinHandle};
+use schedgroup::{CancelledBy, Group, JoinHandle};
 use tokio::sync::mpsc;
 
 #[global_allocator]
 static ALLOCATOR: Counting = Counting;
 
 // ===== helpers =====
-
-/// Polls `fut` once with a waker that does nothing.
-fn poll_once<F: Future + Unpin>(fut: &mut F) -> Poll<F::Output> {
-    Pin::new(fut).poll(&mut Context::from_waker(Waker::noop()))
-}
-
-/// A future that tells `started` it runs, then never ends.
-async fn forever(started: mpsc::UnboundedSender<()>) -> u32 {
-    let _ = started.send(());
-    std::future::pending::<()>().await;
-    unreachable!()
-}
-
-fn cause<T>(result: &Result<T, JoinError>) -> Option<CancelledBy> {
-    result.as_ref().err().and_then(JoinError::cancelled_by)
-}
-
-/// Spins (real time, bounded) until `cond` holds.
-#[track_caller]
-fn spin_until(mut cond: impl FnMut() -> bool) {
-    let at = std::panic::Location::caller();
-    let start = std::time::Instant::now();
-    while !cond() {
-        assert!(
-            start.elapsed() < common::REAL_BOUND,
-            "{at}: a condition did not hold within {:?}",
-            common::REAL_BOUND
-        );
-        std::thread::yield_now();
-    }
-}
 
 /// Busy-waits `nanos` of real time.
 fn spin_for(nanos: u64) {
@@ -296,55 +266,13 @@ fn futures_lite_block_on<F: Future + Unpin>(mut fut: F, bound: Duration) -> Opti
 /// the handle went: received, as documented, and not reported.)
 #[test]
 fn a_join_handle_dropped_as_its_task_panics_never_loses_the_panic() {
-    quiet_hook();
-    let rt = multi_thread(2);
-    let group = Group::builder().runtime(rt.handle().clone()).build();
-    let rounds = iterations(2000);
-    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
-    let (mut lost, mut refused, mut in_channel) = (0, 0, 0);
-    for _ in 0..rounds {
-        let drops = Arc::new(Mutex::new(Vec::new()));
-        let ending = Arc::new(AtomicBool::new(false));
-        let go = Arc::new(AtomicBool::new(false));
-        let (d, e, g) = (drops.clone(), Ending(ending.clone()), go.clone());
-        let handle: JoinHandle<()> = group.delay_join(Duration::ZERO, async move {
-            let _ending = e;
-            while !g.load(Ordering::SeqCst) {
-                tokio::task::yield_now().await;
-            }
-            std::panic::panic_any(Payload(d))
-        });
-        let jitter = next(&mut seed) % 3000;
-        let dropper = std::thread::spawn(move || {
-            go.store(true, Ordering::SeqCst);
-            spin_until(|| ending.load(Ordering::SeqCst));
-            spin_for(jitter);
-            drop(handle);
-            std::thread::current().id()
-        });
-        let dropper = join_bounded(dropper);
-        let report = rt.block_on(bounded(group.wait()));
-        let reported = report.err().map_or(0, |e| e.panicked());
-        let dropped_on = drops.lock().unwrap().clone();
-        assert_eq!(dropped_on.len(), 1, "the payload is dropped once");
-        if dropped_on[0] == dropper {
-            in_channel += 1;
-            assert_eq!(
-                reported, 0,
-                "a panic that reached the channel is reported there"
-            );
-        } else {
-            refused += 1;
-            if reported != 1 {
-                lost += 1;
-            }
-        }
-    }
-    assert_adds_up(group.stats());
-    assert_eq!(
-        lost, 0,
-        "{lost} of {refused} panics refused by a dropped JoinHandle were never reported by \
-         wait() ({in_channel} reached the channel first; {rounds} rounds)"
+    panics_refused_by_a_dropped_requester_are_reported(
+        0x9e37_79b9_7f4a_7c15,
+        "JoinHandle",
+        |group, task| {
+            let handle: JoinHandle<()> = group.delay_join(Duration::ZERO, task);
+            Box::new(handle)
+        },
     );
 }
 
@@ -352,31 +280,50 @@ fn a_join_handle_dropped_as_its_task_panics_never_loses_the_panic() {
 /// (`Delivery::receiving` reads `open`, the delivery finds it closed and drops the result).
 #[test]
 fn a_results_dropped_as_its_task_panics_never_loses_the_panic() {
+    panics_refused_by_a_dropped_requester_are_reported(
+        0x2545_f491_4f6c_dd1d,
+        "Results",
+        |group, task| {
+            let results = group.results::<()>();
+            results.delay(Duration::ZERO, task);
+            Box::new(results)
+        },
+    );
+}
+
+/// The rounds of the two attacks above: `schedule` schedules the panicking task through a
+/// requester and returns the requester, which a plain thread drops around the task's end.
+fn panics_refused_by_a_dropped_requester_are_reported(
+    mut seed: u64,
+    requester: &str,
+    schedule: impl Fn(&Group, Pin<Box<dyn Future<Output = ()> + Send>>) -> Box<dyn Send>,
+) {
     quiet_hook();
     let rt = multi_thread(2);
     let group = Group::builder().runtime(rt.handle().clone()).build();
     let rounds = iterations(2000);
-    let mut seed = 0x2545_f491_4f6c_dd1du64;
-    let (mut lost, mut refused, mut in_queue) = (0, 0, 0);
+    let (mut lost, mut refused, mut reached) = (0, 0, 0);
     for _ in 0..rounds {
         let drops = Arc::new(Mutex::new(Vec::new()));
         let ending = Arc::new(AtomicBool::new(false));
         let go = Arc::new(AtomicBool::new(false));
         let (d, e, g) = (drops.clone(), Ending(ending.clone()), go.clone());
-        let results = group.results::<()>();
-        results.delay(Duration::ZERO, async move {
-            let _ending = e;
-            while !g.load(Ordering::SeqCst) {
-                tokio::task::yield_now().await;
-            }
-            std::panic::panic_any(Payload(d))
-        });
+        let owner = schedule(
+            &group,
+            Box::pin(async move {
+                let _ending = e;
+                while !g.load(Ordering::SeqCst) {
+                    tokio::task::yield_now().await;
+                }
+                std::panic::panic_any(Payload(d))
+            }),
+        );
         let jitter = next(&mut seed) % 3000;
         let dropper = std::thread::spawn(move || {
             go.store(true, Ordering::SeqCst);
             spin_until(|| ending.load(Ordering::SeqCst));
             spin_for(jitter);
-            drop(results);
+            drop(owner);
             std::thread::current().id()
         });
         let dropper = join_bounded(dropper);
@@ -385,10 +332,10 @@ fn a_results_dropped_as_its_task_panics_never_loses_the_panic() {
         let dropped_on = drops.lock().unwrap().clone();
         assert_eq!(dropped_on.len(), 1, "the payload is dropped once");
         if dropped_on[0] == dropper {
-            in_queue += 1;
+            reached += 1;
             assert_eq!(
                 reported, 0,
-                "a panic that reached the queue is reported there"
+                "a panic that reached the {requester} is reported there"
             );
         } else {
             refused += 1;
@@ -400,8 +347,8 @@ fn a_results_dropped_as_its_task_panics_never_loses_the_panic() {
     assert_adds_up(group.stats());
     assert_eq!(
         lost, 0,
-        "{lost} of {refused} panics refused by a dropped Results were never reported by \
-         wait() ({in_queue} reached its queue first; {rounds} rounds)"
+        "{lost} of {refused} panics refused by a dropped {requester} were never reported by \
+         wait() ({reached} reached it first; {rounds} rounds)"
     );
 }
 

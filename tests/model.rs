@@ -222,6 +222,25 @@ impl Model {
         self.tasks[id].state = State::Started;
     }
 
+    /// The group is about to be cancelled: pending tasks and series' pending runs are
+    /// cancelled with it, running tasks stopped, every series over.
+    fn on_group_cancel(&mut self) {
+        self.group_cancelled = true;
+        for t in &mut self.tasks {
+            t.state = match t.state {
+                State::Pending => State::Cancelled(CancelledBy::Group),
+                State::Started => State::Aborted(CancelledBy::Group),
+                other => other,
+            };
+        }
+        for x in &mut self.series {
+            if x.has_pending() {
+                x.cancelled += 1;
+            }
+            x.stopped = true;
+        }
+    }
+
     /// Called by a run of series `s` as its body begins.
     fn on_run(&mut self, s: usize, running: u64) {
         let mut bad = Vec::new();
@@ -550,23 +569,7 @@ async fn run_case(cap: usize, ops: Vec<Op>) -> Result<(), TestCaseError> {
                 group.set_max_concurrent(cap);
             }
             Op::CancelGroup => {
-                {
-                    let mut m = model.lock().unwrap();
-                    m.group_cancelled = true;
-                    for t in &mut m.tasks {
-                        t.state = match t.state {
-                            State::Pending => State::Cancelled(CancelledBy::Group),
-                            State::Started => State::Aborted(CancelledBy::Group),
-                            other => other,
-                        };
-                    }
-                    for x in &mut m.series {
-                        if x.has_pending() {
-                            x.cancelled += 1;
-                        }
-                        x.stopped = true;
-                    }
-                }
+                model.lock().unwrap().on_group_cancel();
                 group.cancel();
                 let m = model.lock().unwrap();
                 for (id, t) in m.tasks.iter().enumerate() {
@@ -622,17 +625,7 @@ async fn run_case(cap: usize, ops: Vec<Op>) -> Result<(), TestCaseError> {
         check(&model.lock().unwrap(), &group, Instant::now())?;
     }
     // Whatever is left goes, and every future is dropped.
-    {
-        let mut m = model.lock().unwrap();
-        m.group_cancelled = true;
-        for t in &mut m.tasks {
-            t.state = match t.state {
-                State::Pending => State::Cancelled(CancelledBy::Group),
-                State::Started => State::Aborted(CancelledBy::Group),
-                other => other,
-            };
-        }
-    }
+    model.lock().unwrap().on_group_cancel();
     group.cancel();
     settle().await;
     let tasks = std::mem::take(&mut model.lock().unwrap().tasks);

@@ -2,6 +2,7 @@
 #![allow(dead_code, unreachable_pub)]
 
 pub mod counting;
+pub mod outputs;
 
 use std::future::{Future, IntoFuture};
 use std::sync::Arc;

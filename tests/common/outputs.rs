@@ -1,0 +1,39 @@
+//! Helpers of the tests of outputs and aborts (issue 10).
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll, Waker};
+
+use schedgroup::{CancelledBy, JoinError};
+use tokio::sync::mpsc;
+
+/// Polls `fut` once with a waker that does nothing.
+pub fn poll_once<F: Future + Unpin>(fut: &mut F) -> Poll<F::Output> {
+    Pin::new(fut).poll(&mut Context::from_waker(Waker::noop()))
+}
+
+/// A future that tells `started` it runs, then never ends.
+pub async fn forever(started: mpsc::UnboundedSender<()>) -> u32 {
+    let _ = started.send(());
+    std::future::pending::<()>().await;
+    unreachable!()
+}
+
+pub fn cause<T>(result: &Result<T, JoinError>) -> Option<CancelledBy> {
+    result.as_ref().err().and_then(JoinError::cancelled_by)
+}
+
+/// Spins (real time, bounded) until `cond` holds.
+#[track_caller]
+pub fn spin_until(mut cond: impl FnMut() -> bool) {
+    let at = std::panic::Location::caller();
+    let start = std::time::Instant::now();
+    while !cond() {
+        assert!(
+            start.elapsed() < super::REAL_BOUND,
+            "{at}: a condition did not hold within {:?}",
+            super::REAL_BOUND
+        );
+        std::thread::yield_now();
+    }
+}
