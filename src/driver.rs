@@ -397,13 +397,14 @@ fn close(
     let _entered = id::enter(TaskId::new(started.id));
     let outcome = started.task.as_mut().end(started.id, how);
     let awaited = started.task.awaited();
+    let deferred = started.task.hands_panic();
     if awaited {
         shared.delivering();
     }
     let at = now.unwrap_or_else(|| shared.at());
     let fx = shared
         .lock()
-        .finish(shared.id, started.id, outcome, now, at);
+        .finish(shared.id, started.id, outcome, deferred, now, at);
     if awaited {
         let handed = started.task.deliver(started.id);
         if handed != Handed::Nothing {

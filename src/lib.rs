@@ -135,7 +135,9 @@
 //!   `outputs::wait_returns_after_every_result_is_delivered`,
 //!   `hostile_outputs::results_get_exactly_one_result_per_task_with_the_right_cause`,
 //!   `hostile_outputs2::wait_never_returns_before_a_result_the_runtimes_shutdown_delivers`,
-//!   `hostile_outputs2::a_join_handle_dropped_as_its_task_panics_never_loses_the_panic`.
+//!   `hostile_outputs2::a_join_handle_dropped_as_its_task_panics_never_loses_the_panic`,
+//!   `hostile_outputs3::wait_names_every_unreported_panic_after_a_taken_panic_leaves_the_list`,
+//!   `hostile_outputs3::stats_completed_never_goes_backwards`.
 //! - A panic in a task, or in its `Drop`, is contained, counted and reported:
 //!   `cap::a_panicking_task_frees_its_slot`, `faults::a_panic_while_others_run_disturbs_nothing`,
 //!   `faults::drops_that_panic_on_group_cancel_are_contained_pending_and_running`.

@@ -43,20 +43,16 @@ pub(crate) trait Sink<T>: Send + 'static {
 pub(crate) enum Sent {
     /// The requester has it.
     Taken,
-    /// The requester was gone: the result was dropped, and `panicked` says whether that was
-    /// an output whose `Drop` panicked.
-    Refused { panicked: bool },
+    /// The requester was gone: the result was dropped.
+    Refused,
 }
 
-/// Drops a result nobody took, catching a panic from its `Drop`.
+/// Drops a result nobody took, catching a panic from its `Drop`. The task was counted already
+/// (an output whose requester went away between the count and the delivery), so such a panic
+/// changes no count: the panic hook has reported it.
 fn refuse<T>(result: Result<T, JoinError>) -> Sent {
-    let output = result.is_ok();
-    let dropped = drop_caught(result);
-    let panicked = output && dropped.is_err();
-    if let Err(payload) = dropped {
-        drop_payload(payload);
-    }
-    Sent::Refused { panicked }
+    drop_catching(result);
+    Sent::Refused
 }
 
 /// A pending task whose output is awaited: its future and where its result goes, stored
@@ -183,6 +179,10 @@ where
         true
     }
 
+    fn hands_panic(&self) -> bool {
+        matches!(&self.result, Some(Err(err)) if err.is_panic())
+    }
+
     fn deliver(mut self: Pin<Box<Self>>, id: u64) -> Handed {
         let this = self.as_mut().project();
         let (Some(sink), Some(result)) = (this.sink.take(), this.result.take()) else {
@@ -190,9 +190,8 @@ where
         };
         let panic = matches!(&result, Err(err) if err.is_panic());
         match sink.send(id, result) {
-            Sent::Taken if panic => Handed::PanicTaken,
-            Sent::Refused { panicked: true } => Handed::OutputPanicked,
-            Sent::Taken | Sent::Refused { .. } => Handed::Nothing,
+            Sent::Refused if panic => Handed::PanicUntaken,
+            Sent::Taken | Sent::Refused => Handed::Nothing,
         }
     }
 }
@@ -229,7 +228,10 @@ impl<T: Send + 'static> Sink<T> for Channel<T> {
 /// handle or with its group) or panicked (with the payload). It also does what a
 /// [`TaskHandle`] does ([`handle`](JoinHandle::handle)): cancel the task whatever its state,
 /// move it while it is pending, tell its id and deadline. Dropping it changes nothing for the
-/// task, whose output is then dropped when it ends.
+/// task, whose output is then dropped when it ends: a panic in that output's `Drop` makes the
+/// task a panicked one, as for [`Group::delay`](crate::Group::delay), unless the handle went
+/// while the task was being counted (then the count stands, completed, and the panic hook
+/// reports the panic: the group's counts never go back).
 ///
 /// By the time it returns, the group has counted the task: [`is_finished`](JoinHandle::is_finished)
 /// is `true`, [`cancel`](JoinHandle::cancel) returns `false`, and [`Group::stats`](crate::Group::stats)
@@ -372,7 +374,7 @@ impl<T> Delivery<T> {
     /// wakes its `join_next`. A result nobody will take is dropped, after unlocking.
     fn deliver(&mut self, result: Option<(TaskId, Result<T, JoinError>)>) -> Sent {
         let Some(collector) = self.0.take() else {
-            return Sent::Refused { panicked: false };
+            return Sent::Refused;
         };
         let (waker, unsent) = {
             let mut state = collector.lock();
@@ -539,7 +541,8 @@ impl<T: Send + 'static> Results<T> {
                 None => (Poll::Pending, state.waker.replace(waker)),
             }
         };
-        drop(unused);
+        // The caller's waker: a panic in its `Drop` must not lose the result popped above.
+        drop_catching(unused);
         ready
     }
 
@@ -564,14 +567,20 @@ impl<T: Send + 'static> Results<T> {
 }
 
 impl<T> Drop for Results<T> {
+    /// Drops the results it holds one by one, each under `catch_unwind`, as the group drops
+    /// anything of the user's it owns: a panicking `Drop` (an output's, a panic payload's, the
+    /// waker's) is caught and reported by the panic hook, never passed on, and never a second
+    /// panic during unwinding, which would abort.
     fn drop(&mut self) {
         let (done, waker) = {
             let mut state = self.collector.lock();
             self.collector.open.store(false, Ordering::Release);
             (std::mem::take(&mut state.done), state.waker.take())
         };
-        drop(waker);
-        drop(done);
+        drop_catching(waker);
+        for result in done {
+            drop_catching(result);
+        }
     }
 }
 

@@ -73,35 +73,28 @@ pub(crate) struct Counters {
 }
 
 impl Counters {
-    /// Task `task` ended with `outcome`.
-    pub(crate) fn record(&mut self, task: u64, outcome: Outcome) {
+    /// Task `task` ended with `outcome`. `deferred`: a panic goes to a requester first, and
+    /// is reported by `wait()` only if the requester does not take it
+    /// ([`untaken_panic`](Counters::untaken_panic)).
+    pub(crate) fn record(&mut self, task: u64, outcome: Outcome, deferred: bool) {
         match outcome {
             Outcome::Completed => self.completed += 1,
+            Outcome::Panicked if deferred => self.panicked += 1,
             Outcome::Panicked => {
                 self.panicked += 1;
-                self.unreported += 1;
-                if self.unreported_ids.len() < PANIC_IDS {
-                    self.unreported_ids.push(task);
-                }
+                self.untaken_panic(task);
             }
             Outcome::Cancelled => self.cancelled += 1,
         }
     }
 
-    /// Task `task`'s panic, counted unreported as it ended, was taken by its requester (a
-    /// `JoinHandle` or a `Results`): reported there, not by `wait()`.
-    pub(crate) fn panic_taken(&mut self, task: u64) {
-        self.unreported = self.unreported.saturating_sub(1);
-        if let Some(at) = self.unreported_ids.iter().position(|&id| id == task) {
-            self.unreported_ids.remove(at);
+    /// Task `task` panicked, and its panic, which went to a requester, was not taken (the
+    /// requester was gone): `wait()` reports it (see `record`'s `deferred`).
+    pub(crate) fn untaken_panic(&mut self, task: u64) {
+        self.unreported += 1;
+        if self.unreported_ids.len() < PANIC_IDS {
+            self.unreported_ids.push(task);
         }
-    }
-
-    /// Task `task`, counted completed as it ended, turned out panicked: nobody took its
-    /// output, whose `Drop` panicked.
-    pub(crate) fn output_panicked(&mut self, task: u64) {
-        self.completed -= 1;
-        self.record(task, Outcome::Panicked);
     }
 
     /// The panics not reported yet, and the first ids among them; from now on they count as

@@ -116,6 +116,13 @@ pub(crate) trait Task: Send {
         false
     }
 
+    /// Whether the result settled by `end` is a panic on its way to a requester: counted as
+    /// panicked, and reported by `wait()` only if the delivery shows nobody took it. Asked
+    /// after `end`.
+    fn hands_panic(&self) -> bool {
+        false
+    }
+
     /// Hands the result settled by `end` to whoever awaits the task. Returns what the group
     /// must correct in how it counted the task, now that it knows whether the requester took
     /// the result.
@@ -127,10 +134,9 @@ pub(crate) trait Task: Send {
 pub(crate) enum Handed {
     /// Nothing to correct.
     Nothing,
-    /// The requester took a panic: reported there, not by `wait()`.
-    PanicTaken,
-    /// Nobody took the output, and its `Drop` panicked: the task counts as panicked.
-    OutputPanicked,
+    /// Nobody took the panic the task ended with (its requester was gone): `wait()` reports
+    /// it, as it does a panic nobody waited for.
+    PanicUntaken,
 }
 
 impl<F> Task for Run<F>

@@ -632,14 +632,12 @@ impl<T: 'static, G: Ctx, A> Pool<T, G, A> {
         Some(member.aborts)
     }
 
-    /// Corrects how the ended task `task` counts, now that its result was delivered (see
-    /// [`Handed`]). Changes no total: `wait()`'s report, or completed against panicked.
+    /// What the delivery of the ended task `task`'s result showed (see [`Handed`]): a panic
+    /// nobody took joins `wait()`'s report. Changes no count.
     pub(crate) fn handed(&mut self, id: MemberId, task: u64, handed: Handed) {
-        let counters = &mut self.member(id).counters;
         match handed {
             Handed::Nothing => {}
-            Handed::PanicTaken => counters.panic_taken(task),
-            Handed::OutputPanicked => counters.output_panicked(task),
+            Handed::PanicUntaken => self.member(id).counters.untaken_panic(task),
         }
     }
 
@@ -719,13 +717,15 @@ impl<T: 'static, G: Ctx, A> Pool<T, G, A> {
         (step, fx)
     }
 
-    /// A task of the group ended with `outcome` and its future is gone; `now`, if known, was
-    /// read on the group's runtime. Frees its slots and hands them on.
+    /// A task of the group ended with `outcome` and its future is gone; `deferred`: its panic
+    /// goes to a requester first (see [`Counters::record`]); `now`, if known, was read on the
+    /// group's runtime. Frees its slots and hands them on.
     pub(crate) fn finish(
         &mut self,
         id: MemberId,
         task: u64,
         outcome: Outcome,
+        deferred: bool,
         now: Option<u64>,
         at: u64,
     ) -> Fx<T, G, A> {
@@ -733,7 +733,7 @@ impl<T: 'static, G: Ctx, A> Pool<T, G, A> {
         if let Some(now) = now {
             member.frontier = member.frontier.max(now);
         }
-        member.counters.record(task, outcome);
+        member.counters.record(task, outcome, deferred);
         member.running.remove(&task);
         let room = member.running.capacity();
         // A burst's table is given back as it ends (amortized O(1): a shrink halves the room

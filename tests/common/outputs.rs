@@ -37,3 +37,22 @@ pub fn spin_until(mut cond: impl FnMut() -> bool) {
         std::thread::yield_now();
     }
 }
+
+/// A panic payload that the hook [`quiet_hook`] installs says nothing about.
+pub struct Quiet;
+
+/// Installs, once per test binary, a panic hook that says nothing for [`Quiet`] panics and
+/// those whose payload `also` picks, and passes every other panic to the hook before it.
+pub fn quiet_hook(also: fn(&(dyn std::any::Any + Send)) -> bool) {
+    static ONCE: std::sync::OnceLock<()> = std::sync::OnceLock::new();
+    ONCE.get_or_init(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            let p = info.payload();
+            if p.is::<Quiet>() || also(p) {
+                return;
+            }
+            previous(info);
+        }));
+    });
+}
