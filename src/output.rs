@@ -190,6 +190,7 @@ where
         };
         let panic = matches!(&result, Err(err) if err.is_panic());
         match sink.send(id, result) {
+            Sent::Taken if panic => Handed::PanicTaken,
             Sent::Refused if panic => Handed::PanicUntaken,
             Sent::Taken | Sent::Refused => Handed::Nothing,
         }

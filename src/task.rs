@@ -134,6 +134,8 @@ pub(crate) trait Task: Send {
 pub(crate) enum Handed {
     /// Nothing to correct.
     Nothing,
+    /// The requester took the panic the task ended with: reported there, not by `wait()`.
+    PanicTaken,
     /// Nobody took the panic the task ended with (its requester was gone): `wait()` reports
     /// it, as it does a panic nobody waited for.
     PanicUntaken,

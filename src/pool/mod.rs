@@ -633,11 +633,13 @@ impl<T: 'static, G: Ctx, A> Pool<T, G, A> {
     }
 
     /// What the delivery of the ended task `task`'s result showed (see [`Handed`]): a panic
-    /// nobody took joins `wait()`'s report. Changes no count.
+    /// nobody took joins `wait()`'s report, in its turn. Changes no count.
     pub(crate) fn handed(&mut self, id: MemberId, task: u64, handed: Handed) {
+        let counters = &mut self.member(id).counters;
         match handed {
             Handed::Nothing => {}
-            Handed::PanicUntaken => self.member(id).counters.untaken_panic(task),
+            Handed::PanicTaken => counters.panic_taken(task),
+            Handed::PanicUntaken => counters.untaken_panic(task),
         }
     }
 
