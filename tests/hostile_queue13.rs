@@ -1154,8 +1154,15 @@ fn threads_racing_first_schedules_of_new_types_into_reserved_groups() {
         assert_eq!((stats.pending, stats.running, stats.panicked), (0, 0, 0));
         assert_eq!(stats.completed, ran.len() as u64, "iter {iter}");
         if !cancel_group {
+            // Every task ran or was cancelled by its handle. Since issue 10 a cancel that lands
+            // while the task runs says true too, so a few may have done both (the soak found
+            // 83 = 82 + 1 once): at least `total`, not exactly.
             let by_handle = cancelled_by_handle.lock().unwrap().len();
-            assert_eq!(ran.len() + by_handle, total, "iter {iter}");
+            assert!(
+                ran.len() + by_handle >= total,
+                "iter {iter}: {} ran, {by_handle} cancelled, of {total}",
+                ran.len()
+            );
         }
     }
 }

@@ -83,9 +83,11 @@ fn plain_threads_schedule_and_cancel_without_a_runtime_context() {
         .unwrap();
     let stats = group.stats();
     assert_eq!(stats.scheduled, 4000);
-    assert_eq!(stats.cancelled, cancelled);
-    assert_eq!(ran.load(Ordering::SeqCst), 4000 - cancelled);
-    assert_eq!(stats.completed, 4000 - cancelled);
+    // Since issue 10 a cancel that lands while its task runs says true too, and the task
+    // (which ends in one poll) may complete: every `true` stopped its task or met it running.
+    assert!(stats.cancelled <= cancelled);
+    assert_eq!(stats.cancelled + stats.completed, 4000);
+    assert_eq!(ran.load(Ordering::SeqCst), stats.completed);
 }
 
 #[test]
