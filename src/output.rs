@@ -23,8 +23,8 @@ use crate::id::TaskId;
 use crate::queue::Pending;
 use crate::shared::Shared;
 use crate::task::{
-    BoxTask, End, Handed, Outcome, Stage, Stored, Task, counted, drop_catching, drop_caught,
-    drop_payload, wake_catching,
+    BoxTask, End, Handed, Outcome, Payload, Stage, Stored, Task, counted, drop_catching,
+    drop_caught, drop_payload, wake_catching,
 };
 
 /// Where an awaited task's result goes.
@@ -140,38 +140,27 @@ where
             },
             output => (outcome, output),
         };
-        let result = match (end, dropped, output) {
-            (End::Completed, Ok(()), Some(output)) => Ok(output),
-            // Dropped above, nobody to tell.
-            (End::Completed, Ok(()), None) if !receiving => {
-                Err(JoinError::cancelled(task, CancelledBy::Group))
-            }
-            // The future returned, then its `Drop` panicked: a panicked task, whose output is
-            // dropped here.
-            (End::Completed, Err(payload), output) => {
-                drop_catching(output);
-                Err(JoinError::panic(task, payload))
-            }
-            (End::Panicked(payload), dropped, output) => {
-                if let Err(second) = dropped {
-                    drop_payload(second);
+        // What the task ends with, for its requester; `None`: nobody to tell (the output was
+        // dropped above). A second panic's payload, and an output nobody gets, go here.
+        let result = match end {
+            End::Completed => match dropped {
+                Ok(()) => output.map(Ok),
+                // The future returned, then its `Drop` panicked: a panicked task.
+                Err(payload) => {
+                    drop_catching(output);
+                    Some(Err(JoinError::panic(task, payload)))
                 }
-                // A panic in the `Drop` of the future that had returned it.
-                drop_catching(output);
-                Err(JoinError::panic(task, payload))
+            },
+            End::Panicked(payload) => {
+                discard(dropped, output);
+                Some(Err(JoinError::panic(task, payload)))
             }
-            (End::Cancelled(by), dropped, output) => {
-                if let Err(payload) = dropped {
-                    drop_payload(payload);
-                }
-                drop_catching(output);
-                Err(JoinError::cancelled(task, by))
-            }
-            (End::Completed, Ok(()), None) => {
-                unreachable!("a task ends completed only after its poll returned its output")
+            End::Cancelled(by) => {
+                discard(dropped, output);
+                Some(Err(JoinError::cancelled(task, by)))
             }
         };
-        *this.result = Some(result);
+        *this.result = result;
         outcome
     }
 
@@ -195,6 +184,15 @@ where
             Sent::Taken | Sent::Refused => Handed::Nothing,
         }
     }
+}
+
+/// Drops what a task that gave no output left: the payload of a panic in its future's `Drop`
+/// (the first panic is the one reported) and an output, each catching a panic of its own.
+fn discard<O>(dropped: Result<(), Payload>, output: Option<O>) {
+    if let Err(payload) = dropped {
+        drop_payload(payload);
+    }
+    drop_catching(output);
 }
 
 // ===== one task: JoinHandle =====
