@@ -32,10 +32,10 @@ use std::thread::ThreadId;
 use std::time::Duration;
 
 use common::counting::{Counting, live_bytes};
-use common::outputs::{Quiet, cause, forever, poll_once, spin_until};
+use common::outputs::{Quiet, cause, forever, next, poll_once, spin_for, spin_until, waking_waker};
 use common::{
-    alive, assert_adds_up, bounded, current_thread, iterations, join_bounded, ms, multi_thread,
-    settle,
+    DropFlag, alive, assert_adds_up, bounded, current_thread, iterations, join_bounded, ms,
+    multi_thread, settle,
 };
 use schedgroup::{CancelledBy, Group, JoinHandle};
 use tokio::sync::mpsc;
@@ -44,14 +44,6 @@ use tokio::sync::mpsc;
 static ALLOCATOR: Counting = Counting;
 
 // ===== helpers =====
-
-/// Busy-waits `nanos` of real time.
-fn spin_for(nanos: u64) {
-    let t = std::time::Instant::now();
-    while t.elapsed() < Duration::from_nanos(nanos) {
-        std::hint::spin_loop();
-    }
-}
 
 /// Receives `n` messages on `rx` from a plain thread (real time, bounded).
 #[track_caller]
@@ -96,23 +88,6 @@ struct QuietBomb;
 impl std::task::Wake for QuietBomb {
     fn wake(self: Arc<Self>) {
         std::panic::panic_any(Quiet);
-    }
-}
-
-/// A cheap xorshift for jitter.
-fn next(seed: &mut u64) -> u64 {
-    *seed ^= *seed << 13;
-    *seed ^= *seed >> 7;
-    *seed ^= *seed << 17;
-    *seed
-}
-
-/// Sets its flag when dropped (inside `Task::end`, before the group counts the end).
-struct Ending(Arc<AtomicBool>);
-
-impl Drop for Ending {
-    fn drop(&mut self) {
-        self.0.store(true, Ordering::SeqCst);
     }
 }
 
@@ -293,7 +268,7 @@ fn panics_refused_by_a_dropped_requester_are_reported(
         let drops = Arc::new(Mutex::new(Vec::new()));
         let ending = Arc::new(AtomicBool::new(false));
         let go = Arc::new(AtomicBool::new(false));
-        let (d, e, g) = (drops.clone(), Ending(ending.clone()), go.clone());
+        let (d, e, g) = (drops.clone(), DropFlag(ending.clone()), go.clone());
         let owner = schedule(
             &group,
             Box::pin(async move {
@@ -360,7 +335,7 @@ fn an_output_refused_by_a_handle_dropped_as_its_task_ends_counts_its_drops_panic
         let ending = Arc::new(AtomicBool::new(false));
         let go = Arc::new(AtomicBool::new(false));
         let dropped_by = Arc::new(Mutex::new(None));
-        let (d, e, g) = (drops.clone(), Ending(ending.clone()), go.clone());
+        let (d, e, g) = (drops.clone(), DropFlag(ending.clone()), go.clone());
         let completed = group.stats().completed;
         let handle = group.delay_join(Duration::ZERO, async move {
             let _ending = e;
@@ -429,17 +404,6 @@ fn hooked_waker(hook: impl Fn() + Send + Sync + 'static) -> Waker {
     let hook: &'static CloneHook = Box::leak(Box::new(CloneHook(Box::new(hook))));
     // SAFETY: the vtable's functions uphold the RawWaker contract for a leaked, shared hook.
     unsafe { Waker::from_raw(raw(hook as *const CloneHook as *const ())) }
-}
-
-/// A waker whose `wake` runs `hook` (clones run nothing).
-fn waking_waker(hook: impl Fn() + Send + Sync + 'static) -> Waker {
-    struct Hook(Box<dyn Fn() + Send + Sync>);
-    impl std::task::Wake for Hook {
-        fn wake(self: Arc<Self>) {
-            (self.0)();
-        }
-    }
-    Waker::from(Arc::new(Hook(Box::new(hook))))
 }
 
 /// Holds up the delivery of a result to `results`: its `join_next` is polled with a waker

@@ -35,9 +35,10 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, RawWaker, RawWakerVTable, Waker};
 use std::time::Duration;
 
-use common::outputs::{Quiet, spin_until};
+use common::outputs::{Quiet, next, quiet_panic, spin_for, spin_until, waking_waker};
 use common::{
-    alive, assert_adds_up, bounded, current_thread, iterations, join_bounded, multi_thread, settle,
+    DropFlag, alive, assert_adds_up, bounded, current_thread, iterations, join_bounded,
+    multi_thread, settle,
 };
 use schedgroup::{CancelledBy, Group, JoinError, TaskId};
 
@@ -55,46 +56,6 @@ impl Drop for PanicDrop {
     fn drop(&mut self) {
         std::panic::panic_any(Quiet);
     }
-}
-
-/// Busy-waits `nanos` of real time.
-fn spin_for(nanos: u64) {
-    let t = std::time::Instant::now();
-    while t.elapsed() < Duration::from_nanos(nanos) {
-        std::hint::spin_loop();
-    }
-}
-
-/// A cheap xorshift for jitter.
-fn next(seed: &mut u64) -> u64 {
-    *seed ^= *seed << 13;
-    *seed ^= *seed >> 7;
-    *seed ^= *seed << 17;
-    *seed
-}
-
-/// A waker whose `wake` runs `hook`.
-fn waking_waker(hook: impl Fn() + Send + Sync + 'static) -> Waker {
-    struct Hook(Box<dyn Fn() + Send + Sync>);
-    impl std::task::Wake for Hook {
-        fn wake(self: Arc<Self>) {
-            (self.0)();
-        }
-    }
-    Waker::from(Arc::new(Hook(Box::new(hook))))
-}
-
-/// Sets its flag when dropped.
-struct Ending(Arc<AtomicBool>);
-
-impl Drop for Ending {
-    fn drop(&mut self) {
-        self.0.store(true, Ordering::SeqCst);
-    }
-}
-
-fn quiet_panic() -> u32 {
-    std::panic::panic_any(Quiet)
 }
 
 // ===== 1. the ids wait() reports after a taken panic is subtracted =====
@@ -232,7 +193,7 @@ fn refused_output_rounds(rt: &tokio::runtime::Runtime, group: &Group, rounds: us
         let go = Arc::new(AtomicBool::new(false));
         let seen = Arc::new(Mutex::new(None));
         let (e, g, s, grp) = (
-            Ending(ending.clone()),
+            DropFlag(ending.clone()),
             go.clone(),
             seen.clone(),
             group.clone(),

@@ -21,7 +21,7 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
-use common::outputs::{Quiet, cause, quiet_hook, spin_until};
+use common::outputs::{Quiet, cause, quiet_hook, quiet_panic, spin_until, waking_waker};
 use common::{
     alive, assert_adds_up, bounded, current_thread, iterations, join_bounded, ms, multi_thread,
     settle,
@@ -100,21 +100,6 @@ fn gate() -> (Arc<AtomicBool>, Gate) {
 
 fn panic_with<P: Send + 'static>(payload: P) -> u32 {
     std::panic::panic_any(payload)
-}
-
-fn quiet_panic() -> u32 {
-    std::panic::panic_any(Quiet)
-}
-
-/// A waker whose `wake` runs `hook`.
-fn waking_waker(hook: impl Fn() + Send + Sync + 'static) -> Waker {
-    struct Hook(Box<dyn Fn() + Send + Sync>);
-    impl std::task::Wake for Hook {
-        fn wake(self: Arc<Self>) {
-            (self.0)();
-        }
-    }
-    Waker::from(Arc::new(Hook(Box::new(hook))))
 }
 
 /// A waker that sets its flag.

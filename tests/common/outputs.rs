@@ -56,3 +56,35 @@ pub fn quiet_hook(also: fn(&(dyn std::any::Any + Send)) -> bool) {
         }));
     });
 }
+
+/// Busy-waits `nanos` of real time.
+pub fn spin_for(nanos: u64) {
+    let t = std::time::Instant::now();
+    while t.elapsed() < std::time::Duration::from_nanos(nanos) {
+        std::hint::spin_loop();
+    }
+}
+
+/// The next number of a xorshift sequence: cheap, seeded jitter for race tests.
+pub fn next(seed: &mut u64) -> u64 {
+    *seed ^= *seed << 13;
+    *seed ^= *seed >> 7;
+    *seed ^= *seed << 17;
+    *seed
+}
+
+/// A waker whose `wake` runs `hook` (clones run nothing).
+pub fn waking_waker(hook: impl Fn() + Send + Sync + 'static) -> Waker {
+    struct Hook(Box<dyn Fn() + Send + Sync>);
+    impl std::task::Wake for Hook {
+        fn wake(self: std::sync::Arc<Self>) {
+            (self.0)();
+        }
+    }
+    Waker::from(std::sync::Arc::new(Hook(Box::new(hook))))
+}
+
+/// Panics with [`Quiet`], which [`quiet_hook`] keeps off stderr.
+pub fn quiet_panic() -> u32 {
+    std::panic::panic_any(Quiet)
+}
