@@ -57,7 +57,7 @@ use tokio::time::{Instant, sleep_until};
 use crate::clock::Clock;
 use crate::error::CancelledBy;
 use crate::id::{self, TaskId};
-use crate::pool::{Action, Started, Step, Wake};
+use crate::pool::{Action, Ran, Started, Step, Wake};
 use crate::shared::{Domain, Effects, Shared, lock};
 use crate::task::{BoxTask, End, Handed, poll_catching, wake_catching};
 
@@ -402,9 +402,13 @@ fn close(
         shared.delivering();
     }
     let at = now.unwrap_or_else(|| shared.at());
+    let ran = Ran {
+        id: started.id,
+        at: started.at,
+    };
     let fx = shared
         .lock()
-        .finish(shared.id, started.id, outcome, deferred, now, at);
+        .finish(shared.id, ran, outcome, deferred, now, at);
     if awaited {
         let handed = started.task.deliver(started.id);
         if handed != Handed::Nothing {

@@ -18,6 +18,7 @@ use crate::handle::TaskHandle;
 use crate::history::History;
 use crate::limiter::Limiter;
 use crate::output::{JoinHandle, Results};
+use crate::registry::Registry;
 use crate::shared::Shared;
 use crate::stats::Stats;
 use crate::task::catching;
@@ -568,9 +569,10 @@ impl Group {
     }
 
     /// What the group is doing now and did over the last 10 s, 1 min and 5 min: running,
-    /// waiting for a slot (due but not started; a counter, not a walk over the tasks), the cap, and per
-    /// window the peak and time-weighted mean of running, tasks started and ended. See
-    /// [`History`].
+    /// waiting for a slot (due but not started; a counter, not a walk over the tasks), the
+    /// cap, and per window the peak and time-weighted mean of running, tasks started and
+    /// ended, how late they started and how long they ran (p50, p99), and how many waited on
+    /// average. See [`History`].
     #[must_use]
     pub fn history(&self) -> History {
         self.shared.history()
@@ -616,6 +618,10 @@ impl Group {
     #[must_use]
     pub fn name(&self) -> Option<&str> {
         self.shared.name.as_deref()
+    }
+
+    pub(crate) fn shared(&self) -> &Arc<Shared> {
+        &self.shared
     }
 }
 
@@ -664,6 +670,7 @@ pub struct Builder {
     runtime: Option<Handle>,
     limiter: Option<Limiter>,
     reserve: usize,
+    registry: Option<Registry>,
 }
 
 impl Default for Builder {
@@ -682,6 +689,7 @@ impl Builder {
             runtime: None,
             limiter: None,
             reserve: 0,
+            registry: None,
         }
     }
 
@@ -699,7 +707,7 @@ impl Builder {
         self
     }
 
-    /// A name shown by the group's `Debug`.
+    /// A name shown by the group's `Debug` and a [`Registry`]'s snapshots.
     pub fn name(mut self, name: impl Into<String>) -> Self {
         self.name = Some(name.into().into_boxed_str());
         self
@@ -710,6 +718,12 @@ impl Builder {
     /// groups may share one limiter; see [`Limiter`] for how a freed slot is shared out.
     pub fn limiter(mut self, limiter: &Limiter) -> Self {
         self.limiter = Some(limiter.clone());
+        self
+    }
+
+    /// Adds the group to `registry` (see [`Registry::add_group`]).
+    pub fn registry(mut self, registry: &Registry) -> Self {
+        self.registry = Some(registry.clone());
         self
     }
 
@@ -793,6 +807,9 @@ impl Builder {
                 .map(|limiter| limiter.domain().clone()),
             self.reserve,
         );
+        if let Some(registry) = &self.registry {
+            registry.add_shared(&shared);
+        }
         Group { shared }
     }
 }

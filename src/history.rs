@@ -112,10 +112,43 @@ pub struct Window {
     /// this equals `ended`. For a limiter: slots freed, by tasks of its groups that ended and
     /// by permits given back.
     pub freed: u64,
+    /// How late the tasks that started in the window started: from their deadline to the
+    /// moment the group took them from its queue. `None` if none started. For a limiter: the
+    /// tasks of its groups (a permit has no deadline).
+    pub start_lateness: Option<Percentiles>,
+    /// How long the tasks that ended in the window ran: from the moment they were taken from
+    /// the queue until their future was dropped (completed, panicked or cancelled). `None` if
+    /// none ended. For a limiter: the tasks of its groups (a permit's holding time is not
+    /// counted).
+    pub run_time: Option<Percentiles>,
+    /// Tasks waiting for a slot, averaged over the window like `mean_running`: each task that
+    /// started counts as waiting from its deadline until it started (for a slot, or for the
+    /// timer and the runtime to get to it). A task still waiting counts once it starts, so
+    /// a stall shows in [`History::waiting`] first and here when it ends.
+    pub mean_waiting: f64,
 }
 
-/// One step's counts. The counts are `u32`s, which keeps a bucket at 32 bytes (and a group's
-/// history at its size before outcomes were counted). They saturate: it takes 4.29 billion
+/// The 50th and 99th percentiles and the maximum of a set of durations, from a histogram.
+///
+/// The histogram has two bins per power of two from 1.024 µs to 2^40 ns (18.3 minutes), one
+/// bin below and one above. A percentile is placed within its bin by its rank, between the
+/// observed minimum and maximum, so it is always in the same bin as the exact percentile
+/// (within a factor of 1.5 of it), exact when all durations are equal, and the maximum when
+/// its rank is the last; `max` is exact.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Percentiles {
+    /// Half of the durations were at most about this.
+    pub p50: Duration,
+    /// 99 in 100 of the durations were at most about this.
+    pub p99: Duration,
+    /// The longest.
+    pub max: Duration,
+    /// How many durations.
+    pub count: u64,
+}
+
+/// One step's counts. The counts are `u32`s, which keeps a bucket at 40 bytes. They saturate: it takes 4.29 billion
 /// events in one bucket, 143 million a second through a 30 s bucket, while each event takes
 /// the group's (or limiter's) one lock.
 #[derive(Debug, Clone, Copy, Default)]
@@ -123,6 +156,9 @@ struct Bucket {
     /// Running integrated over the time covered so far, in task-nanoseconds. Saturates, which
     /// takes some 600 million tasks running through a whole 30 s bucket.
     busy: u64,
+    /// Tasks waiting (from their deadline until they started) integrated over this bucket's
+    /// time, in task-nanoseconds, for the tasks that have started. Saturates.
+    waited: u64,
     /// The most running at any moment of this bucket (saturates at `u32::MAX`).
     peak: u32,
     started: u32,
@@ -153,6 +189,18 @@ struct Ring {
     /// before the first event as empty buckets.
     current: u64,
     buckets: [Bucket; SLOTS],
+    /// Beside each bucket, its durations, once it has one: a step in which no task started or
+    /// ended holds no histogram, so a quiet group holds few.
+    detail: [Option<Box<Detail>>; SLOTS],
+}
+
+/// One step's durations.
+#[derive(Debug, Clone)]
+struct Detail {
+    /// Start lateness of the tasks that started in the step.
+    lateness: Histogram,
+    /// Run time of the tasks that ended in the step.
+    run: Histogram,
 }
 
 /// What an [`Activity`] keeps once it has seen an event.
@@ -185,41 +233,55 @@ impl Activity {
         log
     }
 
-    /// A task started (a limiter: a slot was taken) at `now`.
-    pub(crate) fn start(&mut self, now: u64) {
+    /// A task started (a limiter: a slot was taken) at `now`; `deadline`: the task's, if it
+    /// has one (a limiter's permit has none). A task's wait, from its deadline to `now`, is
+    /// spread over the steps it covers: at most [`SLOTS`] buckets a ring.
+    pub(crate) fn start(&mut self, now: u64, deadline: Option<u64>) {
         let log = self.log_at(now);
         log.running += 1;
         let peak = peak_of(log.running);
+        let late = deadline.map(|deadline| (deadline, now.saturating_sub(deadline)));
         for ring in &mut log.rings {
-            let bucket = ring.newest();
+            let slot = ring.newest_slot();
+            let bucket = &mut ring.buckets[slot];
             bucket.started = bucket.started.saturating_add(1);
             bucket.peak = bucket.peak.max(peak);
+            if let Some((deadline, lateness)) = late {
+                ring.detail(slot).lateness.record(lateness);
+                ring.wait(deadline, now);
+            }
         }
     }
 
-    /// A running task of a group ended with `outcome` at `now`.
-    pub(crate) fn end(&mut self, now: u64, outcome: &Outcome) {
-        self.free_with(now, |bucket| match outcome {
+    /// A running task of a group ended with `outcome` at `now`, having run for `run`
+    /// nanoseconds.
+    pub(crate) fn end(&mut self, now: u64, outcome: &Outcome, run: u64) {
+        self.free_with(now, Some(run), |bucket| match outcome {
             Outcome::Completed => bump(&mut bucket.completed),
             Outcome::Panicked => bump(&mut bucket.panicked),
             Outcome::Cancelled => bump(&mut bucket.cancelled),
         });
     }
 
-    /// A limiter's slot was freed at `now`: a task of one of its groups ended, or a permit
-    /// was given back. Counts no outcome.
-    pub(crate) fn finish(&mut self, now: u64) {
-        self.free_with(now, |_| {});
+    /// A limiter's slot was freed at `now`: a task of one of its groups ended, after running
+    /// for `run` nanoseconds, or a permit was given back (`None`). Counts no outcome.
+    pub(crate) fn finish(&mut self, now: u64, run: Option<u64>) {
+        self.free_with(now, run, |_| {});
     }
 
-    /// One fewer running at `now`; `count` records why in each ring's newest bucket.
-    fn free_with(&mut self, now: u64, count: impl Fn(&mut Bucket)) {
+    /// One fewer running at `now`; `count` records why in each ring's newest bucket, and
+    /// `run` how long the task ran, if that counts.
+    fn free_with(&mut self, now: u64, run: Option<u64>, count: impl Fn(&mut Bucket)) {
         let log = self.log_at(now);
         log.running = log.running.saturating_sub(1);
         for ring in &mut log.rings {
-            let bucket = ring.newest();
+            let slot = ring.newest_slot();
+            let bucket = &mut ring.buckets[slot];
             bump(&mut bucket.freed);
             count(bucket);
+            if let Some(run) = run {
+                ring.detail(slot).run.record(run);
+            }
         }
     }
 
@@ -250,6 +312,9 @@ impl Window {
             panicked: 0,
             cancelled: 0,
             freed: 0,
+            start_lateness: None,
+            run_time: None,
+            mean_waiting: 0.0,
         }
     }
 }
@@ -286,11 +351,42 @@ impl Ring {
             width,
             current: now / width,
             buckets: [Bucket::default(); SLOTS],
+            detail: Default::default(),
         }
     }
 
+    /// The durations of the step at `slot`, made empty if it had none.
+    fn detail(&mut self, slot: usize) -> &mut Detail {
+        self.detail[slot].get_or_insert_with(|| {
+            Box::new(Detail {
+                lateness: Histogram::EMPTY,
+                run: Histogram::EMPTY,
+            })
+        })
+    }
+
+    fn newest_slot(&self) -> usize {
+        self.current as usize % SLOTS
+    }
+
     fn newest(&mut self) -> &mut Bucket {
-        &mut self.buckets[self.current as usize % SLOTS]
+        &mut self.buckets[self.newest_slot()]
+    }
+
+    /// A task waited from `deadline` to `now`: adds what of that lies in the steps kept to
+    /// each step's `waited`.
+    fn wait(&mut self, deadline: u64, now: u64) {
+        let first = self.current.saturating_sub(SLOTS as u64 - 1);
+        let from = (deadline / self.width).max(first);
+        let to = (now / self.width).min(self.current);
+        for step in from..=to {
+            let start = deadline.max(step * self.width);
+            let end = now.min((step + 1).saturating_mul(self.width));
+            if end > start {
+                let bucket = &mut self.buckets[step as usize % SLOTS];
+                bucket.waited = bucket.waited.saturating_add(end - start);
+            }
+        }
     }
 
     /// Integrates `running` from `from` (in the current step) to `now`, later.
@@ -314,11 +410,13 @@ impl Ring {
             } else {
                 self.width
             };
-            self.buckets[step as usize % SLOTS] = Bucket {
+            let slot = step as usize % SLOTS;
+            self.buckets[slot] = Bucket {
                 peak,
                 busy: running.saturating_mul(covered),
                 ..Bucket::default()
             };
+            self.detail[slot] = None;
         }
         self.current = target;
     }
@@ -328,7 +426,15 @@ impl Ring {
         let mut window = Window::empty(Duration::from_secs(span));
         let mut peak = 0;
         let mut busy = 0u128;
-        for b in &self.buckets {
+        let mut waited = 0u128;
+        let mut lateness = Histogram::EMPTY;
+        let mut run = Histogram::EMPTY;
+        for (b, detail) in self.buckets.iter().zip(&self.detail) {
+            if let Some(detail) = detail {
+                lateness.merge(&detail.lateness);
+                run.merge(&detail.run);
+            }
+            waited += u128::from(b.waited);
             peak = peak.max(b.peak);
             window.started += u64::from(b.started);
             window.freed += u64::from(b.freed);
@@ -343,8 +449,110 @@ impl Ring {
         let covered = now - self.current.saturating_sub(SLOTS as u64 - 1) * self.width;
         if covered > 0 {
             window.mean_running = busy as f64 / covered as f64;
+            window.mean_waiting = waited as f64 / covered as f64;
         }
+        window.start_lateness = lateness.percentiles();
+        window.run_time = run.percentiles();
         window
+    }
+}
+
+// ===== Histogram =====
+
+/// Bins of a [`Histogram`]: one below 2^10 ns, two for each power of two up to 2^40 ns, and one
+/// above.
+const BINS: usize = 62;
+
+/// The lowest power of two with bins of its own, and the first above them.
+const LOW: u32 = 10;
+const HIGH: u32 = 40;
+
+/// Durations in nanoseconds, counted in [`BINS`] bins, with the least and the greatest.
+#[derive(Debug, Clone)]
+struct Histogram {
+    counts: [u32; BINS],
+    min: u64,
+    max: u64,
+}
+
+/// The bin of `nanos`.
+fn bin(nanos: u64) -> usize {
+    if nanos < 1 << LOW {
+        return 0;
+    }
+    let power = nanos.ilog2();
+    if power >= HIGH {
+        return BINS - 1;
+    }
+    let half = ((nanos >> (power - 1)) & 1) as usize;
+    1 + (power - LOW) as usize * 2 + half
+}
+
+/// The durations bin `b` holds: `[low, high)`, the last one up to `u64::MAX`.
+fn bin_range(b: usize) -> (u64, u64) {
+    match b {
+        0 => (0, 1 << LOW),
+        b if b == BINS - 1 => (1 << HIGH, u64::MAX),
+        b => {
+            let power = LOW + (b as u32 - 1) / 2;
+            let half = 1u64 << (power - 1);
+            let low = (1u64 << power) + (b as u64 - 1) % 2 * half;
+            (low, low + half)
+        }
+    }
+}
+
+impl Histogram {
+    const EMPTY: Self = Self {
+        counts: [0; BINS],
+        min: u64::MAX,
+        max: 0,
+    };
+
+    fn record(&mut self, nanos: u64) {
+        bump(&mut self.counts[bin(nanos)]);
+        self.min = self.min.min(nanos);
+        self.max = self.max.max(nanos);
+    }
+
+    fn merge(&mut self, other: &Self) {
+        for (mine, theirs) in self.counts.iter_mut().zip(&other.counts) {
+            *mine = mine.saturating_add(*theirs);
+        }
+        self.min = self.min.min(other.min);
+        self.max = self.max.max(other.max);
+    }
+
+    /// The duration of rank `ceil(q * count)`: placed in its bin by its rank among the bin's
+    /// durations, within the part of the bin between `min` and `max`.
+    fn quantile(&self, q: f64, count: u64) -> u64 {
+        let rank = ((q * count as f64).ceil() as u64).clamp(1, count);
+        let mut below = 0u64;
+        for (b, &n) in self.counts.iter().enumerate() {
+            let n = u64::from(n);
+            if n == 0 || below + n < rank {
+                below += n;
+                continue;
+            }
+            // The part of the bin the durations can be in, and the rank's share of it: the
+            // last of the bin's durations at its top, so the greatest rank is the maximum.
+            let (low, high) = bin_range(b);
+            let (low, top) = (low.max(self.min), (high - 1).min(self.max));
+            let share = (rank - below) as f64 / n as f64;
+            let guess = low as f64 + top.saturating_sub(low) as f64 * share;
+            return (guess as u64).clamp(low, top.max(low));
+        }
+        self.max
+    }
+
+    fn percentiles(&self) -> Option<Percentiles> {
+        let count: u64 = self.counts.iter().map(|&n| u64::from(n)).sum();
+        (count > 0).then(|| Percentiles {
+            p50: Duration::from_nanos(self.quantile(0.50, count)),
+            p99: Duration::from_nanos(self.quantile(0.99, count)),
+            max: Duration::from_nanos(self.max),
+            count,
+        })
     }
 }
 
@@ -358,10 +566,10 @@ mod tests {
     fn counts_peaks_and_time_weighted_means() {
         let mut a = Activity::new();
         // 0-4 s: one task; 2-4 s: a second one; both end at 4 s.
-        a.start(T0);
-        a.start(T0 + 2 * SECOND);
-        a.end(T0 + 4 * SECOND, &Outcome::Completed);
-        a.end(T0 + 4 * SECOND, &Outcome::Completed);
+        a.start(T0, None);
+        a.start(T0 + 2 * SECOND, None);
+        a.end(T0 + 4 * SECOND, &Outcome::Completed, 0);
+        a.end(T0 + 4 * SECOND, &Outcome::Completed, 0);
         let [w10, w60, _] = a.windows(T0 + 10 * SECOND);
         assert_eq!((w10.started, w10.completed, w10.peak_running), (2, 2, 2));
         assert_eq!((w10.ended, w10.freed), (2, 2));
@@ -377,8 +585,8 @@ mod tests {
     #[test]
     fn windows_roll_off() {
         let mut a = Activity::new();
-        a.start(T0);
-        a.end(T0 + SECOND / 2, &Outcome::Completed);
+        a.start(T0, None);
+        a.end(T0 + SECOND / 2, &Outcome::Completed, 0);
         let [w10, w60, w300] = a.windows(T0 + 30 * SECOND);
         assert_eq!((w10.started, w10.peak_running), (0, 0), "gone from 10 s");
         assert_eq!(w10.mean_running, 0.0);
@@ -394,7 +602,7 @@ mod tests {
     #[test]
     fn a_task_running_across_the_window_counts_in_the_mean_and_peak() {
         let mut a = Activity::new();
-        a.start(T0);
+        a.start(T0, None);
         let [w10, ..] = a.windows(T0 + 100 * SECOND);
         assert_eq!(
             (w10.started, w10.peak_running),
@@ -408,8 +616,8 @@ mod tests {
     fn memory_stays_bounded_however_long_the_run() {
         let mut a = Activity::new();
         for s in 0..10_000 {
-            a.start(T0 + s * SECOND);
-            a.finish(T0 + s * SECOND + SECOND / 2);
+            a.start(T0 + s * SECOND, None);
+            a.finish(T0 + s * SECOND + SECOND / 2, None);
         }
         // Ten whole steps and the current one: 10 + 0, 60 + 2 and 300 + 20 seconds back.
         let [w10, w60, w300] = a.windows(T0 + 10_000 * SECOND);
@@ -426,28 +634,30 @@ mod tests {
         let mut a = Activity::new();
         a.windows(T0);
         assert!(a.log.is_none(), "reading an unused history keeps nothing");
-        a.start(T0);
-        a.finish(T0 + 1);
-        a.start(T0 + 300 * SECOND);
-        a.finish(T0 + 3_600 * SECOND);
+        a.start(T0, None);
+        a.finish(T0 + 1, None);
+        a.start(T0 + 300 * SECOND, None);
+        a.finish(T0 + 3_600 * SECOND, None);
         a.windows(u64::MAX);
         // The heap holds exactly one `Log`: fixed arrays, no collection that could grow.
+        // Issue 12: a pointer to a step's histograms beside each 40-byte bucket; the
+        // histograms (528 bytes a step) only for steps in which a task started or ended.
         assert!(
-            size_of::<Log>() <= 1_200,
+            size_of::<Log>() <= 1_700,
             "a history holds {} bytes",
             size_of::<Log>()
         );
         assert_eq!(size_of::<Activity>(), size_of::<usize>());
-        // Counting outcomes (issue 10) kept a bucket at the 32 bytes it had before.
-        assert_eq!(size_of::<Bucket>(), 32);
+        assert_eq!(size_of::<Bucket>(), 40);
+        assert_eq!(size_of::<Detail>(), 528);
     }
 
     #[test]
     fn times_that_run_backwards_count_in_the_newest_bucket() {
         let mut a = Activity::new();
-        a.start(T0 + 20 * SECOND);
-        a.start(T0 + 5 * SECOND);
-        a.end(T0, &Outcome::Completed);
+        a.start(T0 + 20 * SECOND, None);
+        a.start(T0 + 5 * SECOND, None);
+        a.end(T0, &Outcome::Completed, 0);
         let [w10, ..] = a.windows(T0);
         assert_eq!((w10.started, w10.completed, w10.peak_running), (2, 1, 2));
         assert_eq!(w10.mean_running, 0.0, "no time has gone by");
@@ -459,7 +669,7 @@ mod tests {
     fn window_ended_is_every_end_and_completed_panicked_cancelled_mean_what_stats_say() {
         let mut group = Activity::new();
         for _ in 0..6 {
-            group.start(T0);
+            group.start(T0, None);
         }
         for outcome in [
             Outcome::Completed,
@@ -468,7 +678,7 @@ mod tests {
             Outcome::Panicked,
             Outcome::Cancelled,
         ] {
-            group.end(T0 + SECOND, &outcome);
+            group.end(T0 + SECOND, &outcome, 0);
         }
         for w in group.windows(T0 + 2 * SECOND) {
             assert_eq!(
@@ -481,9 +691,9 @@ mod tests {
         }
 
         let mut limiter = Activity::new();
-        limiter.start(T0);
-        limiter.start(T0);
-        limiter.finish(T0 + SECOND);
+        limiter.start(T0, None);
+        limiter.start(T0, None);
+        limiter.finish(T0 + SECOND, None);
         let [w10, ..] = limiter.windows(T0 + 2 * SECOND);
         assert_eq!((w10.started, w10.freed), (2, 1));
         assert_eq!(
@@ -495,12 +705,14 @@ mod tests {
 
     // ===== against a model that keeps every event =====
 
-    /// An event: a start, a group's task ending with an outcome, or a limiter's slot freed.
+    /// An event: a start (with its lateness, if it has a deadline), a group's task ending with
+    /// an outcome after running for a time, or a limiter's slot freed (a task's run time, or a
+    /// permit).
     #[derive(Debug, Clone, Copy)]
     enum Event {
-        Start,
-        End(Outcome),
-        Free,
+        Start(Option<u64>),
+        End(Outcome, u64),
+        Free(Option<u64>),
     }
 
     /// One window as a model computes it from every event.
@@ -514,6 +726,11 @@ mod tests {
         peak: usize,
         /// Task-nanoseconds.
         busy: u128,
+        /// Task-nanoseconds spent between a deadline and the start, within the window.
+        waited: u128,
+        /// Every lateness and run time that counts in the window.
+        lateness: Vec<u64>,
+        run: Vec<u64>,
         /// The time covered.
         covered: u64,
     }
@@ -532,27 +749,36 @@ mod tests {
                 t = at;
             }
             match event {
-                Event::Start => running += 1,
-                Event::End(_) | Event::Free => running = running.saturating_sub(1),
+                Event::Start(_) => running += 1,
+                Event::End(..) | Event::Free(_) => running = running.saturating_sub(1),
             }
             if before {
                 m.peak = running;
                 continue;
             }
             match event {
-                Event::Start => {
+                Event::Start(lateness) => {
                     m.started += 1;
                     m.peak = m.peak.max(running);
+                    if let Some(lateness) = lateness {
+                        m.lateness.push(lateness);
+                        let deadline = at.saturating_sub(lateness).max(start);
+                        m.waited += u128::from(at - deadline);
+                    }
                 }
-                Event::End(outcome) => {
+                Event::End(outcome, run) => {
                     m.freed += 1;
+                    m.run.push(run);
                     match outcome {
                         Outcome::Completed => m.completed += 1,
                         Outcome::Panicked => m.panicked += 1,
                         Outcome::Cancelled => m.cancelled += 1,
                     }
                 }
-                Event::Free => m.freed += 1,
+                Event::Free(run) => {
+                    m.freed += 1;
+                    m.run.extend(run);
+                }
             }
         }
         m.busy += running as u128 * u128::from(now - t);
@@ -560,11 +786,42 @@ mod tests {
         m
     }
 
+    /// `got` is what the histogram says of `values`: the count and maximum exactly, each
+    /// percentile in the bin of the exact one and within the values' range.
+    fn check_percentiles(got: Option<Percentiles>, mut values: Vec<u64>, what: &str) {
+        let Some(got) = got else {
+            assert!(
+                values.is_empty(),
+                "{what}: None for {} values",
+                values.len()
+            );
+            return;
+        };
+        values.sort_unstable();
+        let n = values.len() as u64;
+        assert_eq!(got.count, n, "{what}");
+        let (min, max) = (values[0], values[values.len() - 1]);
+        assert_eq!(got.max, Duration::from_nanos(max), "{what}");
+        for (q, estimate) in [(0.50, got.p50), (0.99, got.p99)] {
+            let rank = ((q * n as f64).ceil() as u64).clamp(1, n);
+            let exact = values[rank as usize - 1];
+            let estimate = estimate.as_nanos() as u64;
+            assert_eq!(
+                bin(estimate),
+                bin(exact),
+                "{what} p{q}: {estimate} for {exact}"
+            );
+            assert!((min..=max).contains(&estimate), "{what} p{q}: {estimate}");
+        }
+        assert!(got.p50 <= got.p99 && got.p99 <= got.max, "{what}: {got:?}");
+    }
+
     fn check(a: &mut Activity, events: &[(u64, Event)], now: u64) {
         let windows = a.windows(now);
         for (window, span) in windows.iter().zip(WINDOWS) {
             let m = model(events, now, span);
             let mean = m.busy as f64 / m.covered as f64;
+            let waiting = m.waited as f64 / m.covered as f64;
             assert_eq!(
                 (
                     window.started,
@@ -590,7 +847,61 @@ mod tests {
                 "{span} s window at {now}"
             );
             assert_eq!(window.mean_running, mean, "{span} s window at {now}");
+            assert_eq!(window.mean_waiting, waiting, "{span} s window at {now}");
+            let at = format!("{span} s window at {now}");
+            check_percentiles(
+                window.start_lateness,
+                m.lateness,
+                &format!("lateness, {at}"),
+            );
+            check_percentiles(window.run_time, m.run, &format!("run time, {at}"));
         }
+    }
+
+    #[test]
+    fn bins_cover_every_duration_in_order() {
+        let mut last = 0;
+        for b in 0..BINS {
+            let (low, high) = bin_range(b);
+            assert_eq!(low, last, "bin {b} starts where the last ended");
+            assert!(high > low);
+            assert_eq!((bin(low), bin(high - 1)), (b, b));
+            last = high;
+        }
+        assert_eq!(last, u64::MAX);
+        assert_eq!(bin(u64::MAX), BINS - 1);
+    }
+
+    #[test]
+    fn equal_durations_give_exact_percentiles() {
+        let mut a = Activity::new();
+        for i in 0..100 {
+            a.start(T0 + i, Some(T0 + i - 7 * SECOND / 1000));
+            a.end(
+                T0 + 10 * SECOND / 1000 + i,
+                &Outcome::Completed,
+                10 * SECOND / 1000,
+            );
+        }
+        let [w10, ..] = a.windows(T0 + SECOND);
+        let late = w10.start_lateness.unwrap();
+        let run = w10.run_time.unwrap();
+        assert_eq!(
+            (late.p50, late.p99, late.count),
+            (Duration::from_millis(7), Duration::from_millis(7), 100)
+        );
+        assert_eq!(
+            (run.p50, run.p99, run.max),
+            (
+                Duration::from_millis(10),
+                Duration::from_millis(10),
+                Duration::from_millis(10)
+            )
+        );
+    }
+
+    fn lateness() -> impl Strategy<Value = u64> {
+        prop_oneof![0..2_000u64, 0..SECOND, 0..100 * SECOND, Just(u64::MAX / 4)]
     }
 
     use proptest::prelude::*;
@@ -608,11 +919,12 @@ mod tests {
                         Just(1_000_000 * SECOND),
                     ],
                     prop_oneof![
-                        6 => Just(Event::Start),
-                        2 => Just(Event::End(Outcome::Completed)),
-                        1 => Just(Event::End(Outcome::Panicked)),
-                        1 => Just(Event::End(Outcome::Cancelled)),
-                        1 => Just(Event::Free),
+                        3 => Just(Event::Start(None)),
+                        3 => lateness().prop_map(|l| Event::Start(Some(l))),
+                        2 => lateness().prop_map(|r| Event::End(Outcome::Completed, r)),
+                        1 => lateness().prop_map(|r| Event::End(Outcome::Panicked, r)),
+                        1 => lateness().prop_map(|r| Event::End(Outcome::Cancelled, r)),
+                        1 => prop::option::of(lateness()).prop_map(Event::Free),
                     ],
                 ),
                 0..60,
@@ -624,10 +936,17 @@ mod tests {
             let mut now = T0;
             for (gap, event) in steps {
                 now += gap;
+                // A deadline is a key: no earlier than 0.
+                let event = match event {
+                    Event::Start(Some(lateness)) => Event::Start(Some(lateness.min(now))),
+                    event => event,
+                };
                 match event {
-                    Event::Start => a.start(now),
-                    Event::End(outcome) => a.end(now, &outcome),
-                    Event::Free => a.finish(now),
+                    Event::Start(lateness) => {
+                        a.start(now, lateness.map(|l| now.saturating_sub(l)));
+                    }
+                    Event::End(outcome, run) => a.end(now, &outcome, run),
+                    Event::Free(run) => a.finish(now, run),
                 }
                 events.push((now, event));
                 check(&mut a, &events, now);

@@ -110,6 +110,7 @@ use crate::throttle::{Throttle, ThrottleOutcome, ThrottleState};
 #[derive(Clone)]
 pub struct Limiter {
     domain: Arc<Domain>,
+    name: Option<Arc<str>>,
 }
 
 /// A slot of a [`Limiter`], taken by [`Limiter::acquire`] or [`Limiter::try_acquire`];
@@ -145,7 +146,35 @@ impl Limiter {
     pub fn new(limit: usize) -> Self {
         Self {
             domain: Arc::new(Mutex::new(Pool::new(limit, true))),
+            name: None,
         }
+    }
+
+    /// A limiter of `limit` running tasks with a name, shown by its `Debug` and a
+    /// [`Registry`](crate::Registry)'s snapshots.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let limiter = schedgroup::Limiter::named("db", 8);
+    /// assert_eq!((limiter.name(), limiter.limit()), (Some("db"), 8));
+    /// ```
+    #[must_use]
+    pub fn named(name: impl Into<String>, limit: usize) -> Self {
+        Self {
+            name: Some(name.into().into()),
+            ..Self::new(limit)
+        }
+    }
+
+    /// The name given to [`Limiter::named`], if any.
+    #[must_use]
+    pub fn name(&self) -> Option<&str> {
+        self.name.as_deref()
+    }
+
+    pub(crate) fn shared_name(&self) -> Option<Arc<str>> {
+        self.name.clone()
     }
 
     /// The pool groups join.
@@ -322,8 +351,12 @@ impl Limiter {
     /// taken, slots taken and freed. See [`History`].
     #[must_use]
     pub fn history(&self) -> History {
+        Self::history_of(&self.domain)
+    }
+
+    pub(crate) fn history_of(domain: &Domain) -> History {
         let at = Clock::process().now();
-        lock(&self.domain).history(at)
+        lock(domain).history(at)
     }
 }
 
@@ -357,6 +390,7 @@ impl fmt::Debug for Limiter {
             (pool.limit(), pool.taken(), pool.waiting())
         };
         f.debug_struct("Limiter")
+            .field("name", &self.name)
             .field("limit", &limit)
             .field("running", &running)
             .field("waiting", &waiting)

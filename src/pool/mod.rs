@@ -177,9 +177,19 @@ impl<T> Starts<T> {
 pub(crate) struct Started<T> {
     pub(crate) id: u64,
     pub(crate) task: T,
+    /// When it was taken from the queue: the later of the group's frontier and the caller's
+    /// clock (a key).
+    pub(crate) at: u64,
     /// The group's count of aborts asked for when it started: a runner that sees the count
     /// move looks up whether its task is the one (see [`Pool::abort`]).
     pub(crate) aborts: u64,
+}
+
+/// A task that ran: its id, and when it was taken from the queue ([`Started::at`]).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Ran {
+    pub(crate) id: u64,
+    pub(crate) at: u64,
 }
 
 /// Hashes task ids, which are distinct and mostly consecutive: a multiply spreads them over
@@ -725,16 +735,21 @@ impl<T: 'static, G: Ctx, A> Pool<T, G, A> {
     pub(crate) fn finish(
         &mut self,
         id: MemberId,
-        task: u64,
+        ran: Ran,
         outcome: Outcome,
         deferred: bool,
         now: Option<u64>,
         at: u64,
     ) -> Fx<T, G, A> {
+        let Ran {
+            id: task,
+            at: started,
+        } = ran;
         let member = self.member(id);
         if let Some(now) = now {
             member.frontier = member.frontier.max(now);
         }
+        let run = member.frontier.max(at).saturating_sub(started);
         member.counters.record(task, outcome, deferred);
         member.running.remove(&task);
         let room = member.running.capacity();
@@ -744,8 +759,8 @@ impl<T: 'static, G: Ctx, A> Pool<T, G, A> {
             member.running.shrink_to(member.running.len() * 2);
         }
         member.cap.release();
-        member.activity.end(member.frontier, &outcome);
-        self.free(at);
+        member.activity.end(member.frontier.max(at), &outcome, run);
+        self.free(at, Some(run));
         let mut fx = self.settle(id, Some(id), at, ONE);
         fx.idle = self.member(id).is_idle();
         fx
@@ -922,24 +937,30 @@ impl<T: 'static, G: Ctx, A> Pool<T, G, A> {
                     .expect("a group with queued tasks is alive"),
             )
         };
+        let deadline = member
+            .queue
+            .peek_deadline()
+            .expect("a member that wants a slot has a due task");
         let (id, task) = member
             .queue
             .pop_due(member.frontier)
             .expect("a member that wants a slot has a due task");
         member.running.insert(id, false);
+        let now = member.frontier.max(at);
         let task = Started {
             id,
             task,
             aborts: member.aborts,
+            at: now,
         };
         member.cap.acquire();
         member.counters.pending -= 1;
-        member.activity.start(member.frontier);
+        member.activity.start(now, Some(deadline));
         match ctx {
             None => fx.starts.push(task),
             Some(ctx) => fx.others.push((ctx, Action::Start(task))),
         }
-        self.take(at);
+        self.take(now, Some(deadline));
     }
 
     /// Hands free slots to the line, earliest place first (invariant 2).
@@ -970,7 +991,7 @@ impl<T: 'static, G: Ctx, A> Pool<T, G, A> {
                         unreachable!("matched above");
                     };
                     self.held += 1;
-                    self.take(at);
+                    self.take(at, None);
                     fx.grants.push(ticket);
                 }
             }
@@ -1018,20 +1039,22 @@ impl<T: 'static, G: Ctx, A> Pool<T, G, A> {
         self.activity.is_some()
     }
 
-    fn take(&mut self, at: u64) {
+    /// A slot is taken at `at`: by a task due at `deadline`, or for a permit (`None`).
+    fn take(&mut self, at: u64, deadline: Option<u64>) {
         self.taken += 1;
         if let Some(activity) = &mut self.activity {
-            activity.start(at);
+            activity.start(at, deadline);
         }
     }
 
-    fn free(&mut self, at: u64) {
+    /// A slot is freed at `at`: by a task that ran for `run` nanoseconds, or a permit (`None`).
+    fn free(&mut self, at: u64, run: Option<u64>) {
         self.taken = self
             .taken
             .checked_sub(1)
             .expect("freed a slot that was not taken");
         if let Some(activity) = &mut self.activity {
-            activity.finish(at);
+            activity.finish(at, run);
         }
     }
 
@@ -1082,7 +1105,7 @@ impl<T: 'static, G: Ctx, A> Pool<T, G, A> {
         // 2): it is theirs, not this caller's.
         if self.taken < self.limit && self.line.is_empty() {
             self.held += 1;
-            self.take(at);
+            self.take(at, None);
             true
         } else {
             false
@@ -1117,7 +1140,7 @@ impl<T: 'static, G: Ctx, A> Pool<T, G, A> {
             .held
             .checked_sub(1)
             .expect("released a permit that was not held");
-        self.free(at);
+        self.free(at, None);
         self.hand_out(ONE, at)
     }
 

@@ -500,9 +500,14 @@ impl Harness {
         self.groups[g].seen = self.now;
         let at = self.elsewhere();
         let task = self.tasks[id].key.id();
-        let fx = self
-            .pool
-            .finish(g, task, outcome, false, Some(self.now), at);
+        let fx = self.pool.finish(
+            g,
+            Ran { id: task, at: 0 },
+            outcome,
+            false,
+            Some(self.now),
+            at,
+        );
         self.apply(Some(g), fx);
     }
 

@@ -81,11 +81,32 @@ fn a_freed_slot_goes_to_the_earliest_due_head_among_groups() {
         assert!(started(&fx).is_empty());
     }
     assert_eq!(p.waiting(), 3);
-    let fx = p.finish(0, 0, Outcome::Completed, false, Some(100), 0);
+    let fx = p.finish(
+        0,
+        Ran { id: 0, at: 0 },
+        Outcome::Completed,
+        false,
+        Some(100),
+        0,
+    );
     assert_eq!(started(&fx), ["c"], "10 before 30 and 40");
-    let fx = p.finish(2, 0, Outcome::Completed, false, Some(100), 0);
+    let fx = p.finish(
+        2,
+        Ran { id: 0, at: 0 },
+        Outcome::Completed,
+        false,
+        Some(100),
+        0,
+    );
     assert_eq!(started(&fx), ["b"]);
-    let fx = p.finish(1, 0, Outcome::Completed, false, Some(100), 0);
+    let fx = p.finish(
+        1,
+        Ran { id: 0, at: 0 },
+        Outcome::Completed,
+        false,
+        Some(100),
+        0,
+    );
     assert_eq!(started(&fx), ["a2"]);
     assert_eq!((p.taken(), p.waiting()), (1, 0));
 }
@@ -99,7 +120,14 @@ fn a_group_that_keeps_its_slot_stays_in_line_for_its_other_due_tasks() {
         let _ = schedule(&mut p, 1, 10 + n, "b");
     }
     assert_eq!(p.taken(), 4);
-    let fx = p.finish(0, 0, Outcome::Completed, false, Some(100), 0);
+    let fx = p.finish(
+        0,
+        Ran { id: 0, at: 0 },
+        Outcome::Completed,
+        false,
+        Some(100),
+        0,
+    );
     assert_eq!(started(&fx).len(), 1);
     assert_eq!(p.taken(), 4, "the slot went straight to due work");
     let (_, fx) = p.set_limit(6, 0);
@@ -119,9 +147,23 @@ fn cancelling_a_waiting_head_moves_its_group_to_its_next_head_or_out_of_line() {
     let (job, fx) = p.cancel_task(0, head, 0).unwrap();
     assert_eq!(job.0, "a-head");
     assert!(fx.is_none_or(|fx| fx.is_empty()));
-    let fx = p.finish(2, 0, Outcome::Completed, false, Some(100), 0);
+    let fx = p.finish(
+        2,
+        Ran { id: 0, at: 0 },
+        Outcome::Completed,
+        false,
+        Some(100),
+        0,
+    );
     assert_eq!(started(&fx), ["b"], "10 before the next head, 50");
-    let fx = p.finish(1, 0, Outcome::Completed, false, Some(100), 0);
+    let fx = p.finish(
+        1,
+        Ran { id: 0, at: 0 },
+        Outcome::Completed,
+        false,
+        Some(100),
+        0,
+    );
     assert_eq!(started(&fx), ["a-next"]);
 
     // A head cancelled with nothing else due: the group leaves the line, and its monitor is
@@ -145,7 +187,14 @@ fn due_is_judged_on_the_groups_own_clock_whoever_frees_the_slot() {
     let mut p = pool(1, &[1, 1], 100);
     let _ = schedule(&mut p, 0, 0, "running");
     let _ = schedule(&mut p, 1, 150, "later");
-    let fx = p.finish(0, 0, Outcome::Completed, false, Some(1_000), 1_000);
+    let fx = p.finish(
+        0,
+        Ran { id: 0, at: 0 },
+        Outcome::Completed,
+        false,
+        Some(1_000),
+        1_000,
+    );
     assert!(started(&fx).is_empty());
     assert_eq!(p.taken(), 0);
     let (step, fx) = p.step(1, 150);
@@ -162,7 +211,14 @@ fn equal_deadlines_take_turns_between_groups() {
     let mut order = vec!["a1"];
     let mut g = 0;
     for _ in 0..3 {
-        let fx = p.finish(g, 0, Outcome::Completed, false, Some(100), 0);
+        let fx = p.finish(
+            g,
+            Ran { id: 0, at: 0 },
+            Outcome::Completed,
+            false,
+            Some(100),
+            0,
+        );
         let name = started(&fx)[0];
         g = usize::from(name.starts_with('b'));
         order.push(name);
@@ -177,7 +233,14 @@ fn acquire_waits_in_the_same_line_by_the_time_it_called() {
     let _ = schedule(&mut p, 0, 60, "due-60");
     let _ = p.step(0, 100);
     assert_eq!(p.acquire("early", 50), Err((50, 1)));
-    let fx = p.finish(0, 0, Outcome::Completed, false, Some(100), 0);
+    let fx = p.finish(
+        0,
+        Ran { id: 0, at: 0 },
+        Outcome::Completed,
+        false,
+        Some(100),
+        0,
+    );
     assert_eq!(fx.grants, ["early"]);
     assert!(started(&fx).is_empty());
     // Dropped before it woke: the slot is handed on, not lost.
@@ -195,9 +258,23 @@ fn lowering_a_limit_aborts_nothing_and_raising_it_serves_the_line() {
     assert_eq!(p.taken(), 3);
     let (old, fx) = p.set_limit(1, 0);
     assert_eq!((old, fx.is_empty()), (3, true));
-    let fx = p.finish(0, 0, Outcome::Completed, false, Some(100), 0);
+    let fx = p.finish(
+        0,
+        Ran { id: 0, at: 0 },
+        Outcome::Completed,
+        false,
+        Some(100),
+        0,
+    );
     assert!(started(&fx).is_empty(), "2 of 1 still run");
-    let fx = p.finish(0, 0, Outcome::Completed, false, Some(100), 0);
+    let fx = p.finish(
+        0,
+        Ran { id: 0, at: 0 },
+        Outcome::Completed,
+        false,
+        Some(100),
+        0,
+    );
     assert!(started(&fx).is_empty(), "1 of 1 runs");
     let (_, fx) = p.set_limit(4, 0);
     assert_eq!(started(&fx).len(), 3);
@@ -215,7 +292,14 @@ fn a_cancelled_group_leaves_the_line_and_its_running_tasks_hand_their_slots_on()
     let (drained, wake) = p.cancel_group(0, false);
     assert_eq!((drained.len(), wake), (1, Wake::Notify));
     assert_eq!(p.waiting(), 1);
-    let fx = p.finish(0, 0, Outcome::Cancelled, false, Some(100), 0);
+    let fx = p.finish(
+        0,
+        Ran { id: 0, at: 0 },
+        Outcome::Cancelled,
+        false,
+        Some(100),
+        0,
+    );
     assert_eq!(started(&fx), ["b"]);
     assert!(p.schedule(0, 0, Job::new("late"), false, 0).is_err());
 }
