@@ -57,6 +57,7 @@ use tokio::time::{Instant, sleep_until};
 use crate::clock::Clock;
 use crate::error::CancelledBy;
 use crate::id::{self, TaskId};
+use crate::observe::TaskSpan;
 use crate::pool::{Action, Ran, Started, Step, Wake};
 use crate::shared::{Domain, Effects, Shared, lock};
 use crate::task::{BoxTask, End, Handed, poll_catching, wake_catching};
@@ -136,6 +137,7 @@ fn apply_once(own: Option<&Arc<Shared>>, mut fx: Effects) {
                 Wake::Notify => shared.monitor_wake.notify_one(),
                 Wake::Spawn => spawn_all(vec![Spawn::Monitor(shared.clone())]),
             }
+            shared.publish();
             shared.announce_if_idle(fx.idle);
         }
         return;
@@ -157,6 +159,7 @@ fn apply_once(own: Option<&Arc<Shared>>, mut fx: Effects) {
     }
     if !fx.others.is_empty() {
         for (shared, action) in fx.others.drain(..) {
+            shared.publish();
             match action {
                 Action::Start(task) => spawns.push(Spawn::Runner(shared, task)),
                 Action::Wake(Wake::Notify) => shared.monitor_wake.notify_one(),
@@ -174,6 +177,7 @@ fn apply_once(own: Option<&Arc<Shared>>, mut fx: Effects) {
         wake_catching(|| ticket.notify.notify_one());
     }
     if let Some(shared) = own {
+        shared.publish();
         shared.announce_if_idle(fx.idle);
     }
 }
@@ -329,12 +333,19 @@ impl Runner {
         // a tokio task that is the same waker, registered once, and again after each abort).
         let mut abort = pin!(shared.cancel.register());
         loop {
-            let (id, mut checked) = {
+            let (id, mut checked, span) = {
                 let started = self
                     .task
                     .as_ref()
                     .expect("a runner always holds a task here");
-                (started.id, started.aborts)
+                let span = TaskSpan::start(
+                    shared.name.as_deref(),
+                    &shared.metrics,
+                    started.id,
+                    (started.deadline, started.at),
+                    |key| shared.clock.instant(key),
+                );
+                (started.id, started.aborts, span)
             };
             let how = poll_fn(|cx| {
                 abort.as_mut().keep(cx);
@@ -355,7 +366,8 @@ impl Runner {
                     .task
                     .as_mut()
                     .expect("a runner always holds a task here");
-                // `task_id()` inside the task.
+                // `task_id()` inside the task, and its span around it.
+                let _span = span.enter();
                 let _entered = id::enter(TaskId::new(id));
                 match poll_catching(&mut started.task, cx) {
                     Ok(Poll::Ready(())) => Poll::Ready(End::Completed),
@@ -366,7 +378,15 @@ impl Runner {
             .await;
             let started = self.task.take().expect("a runner always holds a task here");
             let now = shared.clock.now();
-            let mut fx = close(&shared, started, how, Some(now));
+            span.end(&shared.metrics, &how, now.saturating_sub(started.at));
+            let mut fx = {
+                // The future's `Drop` runs in the span too.
+                let _span = span.enter();
+                close(&shared, started, how, Some(now))
+            };
+            // The span closes here, before the slot's next task (empty without `tracing`).
+            #[allow(clippy::drop_non_drop)]
+            drop(span);
             // The slots went to this group's next task: run it here.
             let next = fx.starts.take_first();
             apply(&shared, fx);

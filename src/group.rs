@@ -22,7 +22,7 @@ use crate::registry::Registry;
 use crate::shared::Shared;
 use crate::stats::Stats;
 use crate::task::catching;
-use crate::throttle::{Throttle, ThrottleOutcome, ThrottleState};
+use crate::throttle::{Throttle, ThrottleOutcome};
 
 /// A group of futures that run at or after their deadlines, at most
 /// [`max_concurrent`](Builder::max_concurrent) at a time.
@@ -548,13 +548,13 @@ impl Group {
     /// # }
     /// ```
     pub fn throttle_down(&self) -> ThrottleOutcome {
-        self.shared.throttle(ThrottleState::down)
+        self.shared.throttle(false)
     }
 
     /// Steps the group's own cap up as the throttle allows; waiting due tasks start at once.
     /// See [`Throttle`]. A group without a cap is refused with [`ThrottleOutcome::Uncapped`].
     pub fn throttle_up(&self) -> ThrottleOutcome {
-        self.shared.throttle(ThrottleState::up)
+        self.shared.throttle(true)
     }
 
     /// Same as [`max_concurrent`](Group::max_concurrent), under the name
@@ -804,7 +804,7 @@ impl Builder {
             self.name,
             self.limiter
                 .as_ref()
-                .map(|limiter| limiter.domain().clone()),
+                .map(|limiter| (limiter.domain().clone(), limiter.metrics().clone())),
             self.reserve,
         );
         if let Some(registry) = &self.registry {

@@ -78,6 +78,50 @@
 //! dropped (their outputs are then dropped). The future is always dropped before its requester
 //! hears how it ended. `BENCHMARKS.md` measures each against a `JoinSet`.
 //!
+//! # Seeing inside: history, a registry, tracing and metrics
+//!
+//! Without any feature: [`Group::history`] and [`Limiter::history`] give running, waiting and
+//! the limit now, and over the last 10 s, 1 min and 5 min the peak and mean running, tasks
+//! started and ended, how late they started and how long they ran (p50, p99, max: see
+//! [`Percentiles`]) and how many waited on average. A [`Registry`] lists groups and limiters
+//! by name for a dashboard (`examples/dashboard` serves one).
+//!
+//! With the feature **`tracing`** (off by default; the default build has no `tracing`
+//! dependency), the crate reports to [`tracing`](https://docs.rs/tracing) under the target
+//! `schedgroup`:
+//!
+//! | what | level | name | fields |
+//! |---|---|---|---|
+//! | a span per run of a task, entered while the task is polled and when its future is dropped, so the task's own events nest under it | INFO | `task` | `group` (its name, or `"unnamed"`), `task_id`, `deadline` (the `Instant`, as `Debug`), `lateness_us` (deadline to start) |
+//! | a task started; ended | DEBUG | `task started`; `task ended` | in the task's span; `run_us`, `outcome` (`completed`, `cancelled` with `by` = `handle` or `group`) |
+//! | a task panicked | WARN | `task panicked` | in the task's span; `run_us`, `outcome = "panicked"`, `payload` (the message, if the payload is a `&str` or a `String`) |
+//! | a group cancelled | INFO | `group cancelled` | `group` |
+//! | a limit set by hand | INFO | `limit changed` | `group` or `limiter`, `from`, `to` (only if it changed) |
+//! | a throttle's decision | INFO | `throttle` | `group` or `limiter`, `direction` (`up`, `down`), `outcome` (the [`ThrottleOutcome`], as `Debug`, applied or refused) |
+//!
+//! Filter with the target: `schedgroup=warn` keeps panics and drops the per-task span.
+//!
+//! With the feature **`metrics`**, the crate reports through the
+//! [`metrics`](https://docs.rs/metrics) facade to whatever recorder is installed (a
+//! Prometheus exporter, say). Install it before building groups and limiters: each takes its
+//! handles when it is built. Group metrics carry the label `group`, limiter metrics
+//! `limiter` (the name, or `"unnamed"`):
+//!
+//! | metric | kind | meaning |
+//! |---|---|---|
+//! | `schedgroup_tasks_scheduled_total`, `_started_total`, `_completed_total`, `_cancelled_total`, `_panicked_total` | counter | as in [`Stats`] (started: taken from the queue to run) |
+//! | `schedgroup_tasks_pending`, `schedgroup_tasks_running`, `schedgroup_tasks_waiting` | gauge | not started; running; due and waiting for a slot |
+//! | `schedgroup_group_limit` | gauge | the group's cap (`+Inf`: none) |
+//! | `schedgroup_task_start_lateness_seconds` | histogram | deadline to start, per task |
+//! | `schedgroup_task_run_seconds` | histogram | start to end, per task |
+//! | `schedgroup_limiter_limit`, `schedgroup_limiter_running`, `schedgroup_limiter_waiting` | gauge | a limiter's limit, slots taken, waiters in line |
+//!
+//! Counters and gauges are read under the group's lock after each change (a schedule, a start,
+//! an end, a cancel, a limit) and handed to the recorder after it is released, one thread at a
+//! time per group, so they always add up as [`Stats`] does and a gauge shows the latest
+//! reading. The waiting gauge is the count [`History::waiting`] reads (amortized O(log n) per
+//! task, once in its life). Neither feature runs the subscriber or the recorder under a lock.
+//!
 //! # Guarantees
 //!
 //! Each line names the tests (`tests/<file>.rs`) that prove it. `model::*` is a property test
@@ -207,6 +251,12 @@
 //!   a window's `completed`, `panicked` and `cancelled` mean what [`Stats`]'s do, `ended` is
 //!   their sum and a limiter counts slots `freed`:
 //!   `api_tidy::window_completed_panicked_cancelled_mean_what_stats_say_and_ended_is_their_sum`.
+//! - History reports start lateness, run time and waiting exactly on the paused clock, and
+//!   its percentiles stay in the exact percentile's bin: `history::windows_report_*`,
+//!   `history::a_limiters_windows_*`, `history::tests::windows_agree_with_a_model_that_keeps_every_event`
+//!   (unit test). The `tracing` feature's spans and events, and the `metrics` feature's
+//!   counters, gauges and histograms through a real Prometheus exporter, match what happened
+//!   and what [`Stats`] says: `observe_tracing::*`, `observe_metrics::*` (with the features).
 //! - The README's example compiles, runs, and ends a shutdown on purpose with `Ok`: the
 //!   `ReadmeDoctests` doc test.
 //! - A repeating series ([`Group::every`], [`Group::every_at`]) runs at `start`, `start +
@@ -265,6 +315,7 @@ mod history;
 mod id;
 mod limit;
 mod limiter;
+mod observe;
 mod ops;
 mod output;
 mod pool;

@@ -13,6 +13,7 @@ use tokio::time::Instant;
 use crate::clock::Clock;
 use crate::driver::apply_limiter;
 use crate::history::History;
+use crate::observe::{self, LimiterMetrics, Owner};
 use crate::pool::{Place, Pool};
 use crate::shared::{Domain, Effects, Ticket, lock};
 use crate::throttle::{Throttle, ThrottleOutcome, ThrottleState};
@@ -111,6 +112,8 @@ use crate::throttle::{Throttle, ThrottleOutcome, ThrottleState};
 pub struct Limiter {
     domain: Arc<Domain>,
     name: Option<Arc<str>>,
+    /// The `metrics` feature's handles (nothing without it).
+    metrics: Arc<LimiterMetrics>,
 }
 
 /// A slot of a [`Limiter`], taken by [`Limiter::acquire`] or [`Limiter::try_acquire`];
@@ -144,9 +147,14 @@ impl Limiter {
     /// ```
     #[must_use]
     pub fn new(limit: usize) -> Self {
+        Self::with_name(limit, None)
+    }
+
+    fn with_name(limit: usize, name: Option<Arc<str>>) -> Self {
         Self {
             domain: Arc::new(Mutex::new(Pool::new(limit, true))),
-            name: None,
+            metrics: Arc::new(LimiterMetrics::new(name.as_deref())),
+            name,
         }
     }
 
@@ -161,10 +169,7 @@ impl Limiter {
     /// ```
     #[must_use]
     pub fn named(name: impl Into<String>, limit: usize) -> Self {
-        Self {
-            name: Some(name.into().into()),
-            ..Self::new(limit)
-        }
+        Self::with_name(limit, Some(name.into().into()))
     }
 
     /// The name given to [`Limiter::named`], if any.
@@ -175,6 +180,17 @@ impl Limiter {
 
     pub(crate) fn shared_name(&self) -> Option<Arc<str>> {
         self.name.clone()
+    }
+
+    pub(crate) fn metrics(&self) -> &Arc<LimiterMetrics> {
+        &self.metrics
+    }
+
+    /// Reports the gauges to the `metrics` feature's recorder (nothing without it).
+    #[inline]
+    fn publish(&self) {
+        self.metrics
+            .publish(|| lock(&self.domain).limiter_reading());
     }
 
     /// The pool groups join.
@@ -224,6 +240,7 @@ impl Limiter {
         let at = Clock::process().now();
         let (old, fx) = lock(&self.domain).set_limit(limit, at);
         self.carry_out(fx);
+        observe::limit_set(Owner::Limiter(self.name()), old, limit);
         old != limit
     }
 
@@ -253,30 +270,35 @@ impl Limiter {
     /// # }
     /// ```
     pub fn throttle_down(&self) -> ThrottleOutcome {
-        self.throttle(ThrottleState::down)
+        self.throttle(false)
     }
 
     /// Steps the limit up, as the throttle allows; waiters get the new slots at once. See
     /// [`Throttle`]. A limit of `usize::MAX` is refused with [`ThrottleOutcome::Uncapped`].
     pub fn throttle_up(&self) -> ThrottleOutcome {
-        self.throttle(ThrottleState::up)
+        self.throttle(true)
     }
 
-    fn throttle(
-        &self,
-        step: fn(&mut ThrottleState, usize, Instant) -> ThrottleOutcome,
-    ) -> ThrottleOutcome {
+    fn throttle(&self, up: bool) -> ThrottleOutcome {
+        let step = if up {
+            ThrottleState::up
+        } else {
+            ThrottleState::down
+        };
         let now = Instant::now();
         let at = Clock::process().now();
         let (outcome, fx) = lock(&self.domain).throttle(step, now, at);
         self.carry_out(fx);
+        observe::throttled(Owner::Limiter(self.name()), up, &outcome);
         outcome
     }
 
     /// Takes a slot if one is free now. (If one is free, no one is waiting for it.)
     pub fn try_acquire(&self) -> Option<LimiterPermit> {
         let at = Clock::process().now();
-        lock(&self.domain).try_acquire(at).then(|| LimiterPermit {
+        let taken = lock(&self.domain).try_acquire(at);
+        self.publish();
+        taken.then(|| LimiterPermit {
             limiter: self.clone(),
         })
     }
@@ -310,6 +332,7 @@ impl Limiter {
         let ticket = Arc::new(Ticket::default());
         let at = Clock::process().now();
         let place = lock(&self.domain).acquire(ticket.clone(), at);
+        self.publish();
         let Err(place) = place else {
             return LimiterPermit {
                 limiter: self.clone(),
@@ -337,6 +360,7 @@ impl Limiter {
     /// while it stopped at its budget.
     fn carry_out(&self, fx: Effects) {
         apply_limiter(&self.domain, fx);
+        self.publish();
     }
 
     /// Gives a permit's slot back and hands it on.

@@ -9,6 +9,7 @@ use tokio::time::Instant;
 
 use crate::driver::apply;
 use crate::error::CancelledBy;
+use crate::observe::{self, Owner};
 use crate::output::{Awaited, Sink};
 use crate::queue::{Key, Prepared};
 use crate::shared::Shared;
@@ -66,8 +67,9 @@ impl Shared {
         drop(spare);
         match result {
             Ok((key, fx)) => {
-                if let Some(fx) = fx {
-                    apply(self, fx);
+                match fx {
+                    Some(fx) => apply(self, fx),
+                    None => self.publish(),
                 }
                 key
             }
@@ -95,6 +97,7 @@ impl Shared {
             let Some(aborts) = aborted else {
                 return false;
             };
+            // (Counted when the runner ends it: nothing to publish yet.)
             // Published under the lock, so that the count a runner reads never runs ahead
             // of the requests it stands for (see `cancel::Registration::keep`).
             self.aborts.store(aborts, Ordering::Release);
@@ -131,6 +134,7 @@ impl Shared {
         let at = self.at();
         let (old, fx) = self.lock().set_group_limit(self.id, limit, at);
         apply(self, fx);
+        observe::limit_set(Owner::Group(self.name.as_deref()), old, limit);
         old != limit
     }
 
@@ -139,15 +143,18 @@ impl Shared {
         self.lock().set_group_throttle(self.id, throttle);
     }
 
-    /// Steps the cap with the throttle; raising it starts waiting due tasks.
-    pub(crate) fn throttle(
-        self: &Arc<Self>,
-        step: fn(&mut ThrottleState, usize, Instant) -> ThrottleOutcome,
-    ) -> ThrottleOutcome {
+    /// Steps the cap with the throttle, `up` or down; raising it starts waiting due tasks.
+    pub(crate) fn throttle(self: &Arc<Self>, up: bool) -> ThrottleOutcome {
+        let step = if up {
+            ThrottleState::up
+        } else {
+            ThrottleState::down
+        };
         let now = Instant::now();
         let at = self.at();
         let (outcome, fx) = self.lock().throttle_group(self.id, step, now, at);
         apply(self, fx);
+        observe::throttled(Owner::Group(self.name.as_deref()), up, &outcome);
         outcome
     }
 }

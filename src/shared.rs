@@ -41,6 +41,7 @@ use crate::clock::Clock;
 use crate::error::{CancelledBy, WaitError};
 use crate::history::History;
 use crate::id::TaskId;
+use crate::observe::{self, GroupMetrics, LimiterMetrics};
 use crate::pool::{Fx, MemberId, Pool, Wake};
 use crate::queue::{Drained, Key};
 use crate::stats::Stats;
@@ -94,8 +95,12 @@ pub(crate) struct Shared {
     pub(crate) clock: Clock,
     /// Where the monitor and runners are spawned.
     pub(crate) runtime: Handle,
-    /// For `Debug`.
+    /// For `Debug`, a registry and reports.
     pub(crate) name: Option<Box<str>>,
+    /// The `metrics` feature's handles (nothing without it).
+    pub(crate) metrics: GroupMetrics,
+    /// The limiter's, if the group uses one.
+    limiter_metrics: Option<Arc<LimiterMetrics>>,
 }
 
 impl Shared {
@@ -107,10 +112,11 @@ impl Shared {
         runtime: Handle,
         limit: usize,
         name: Option<Box<str>>,
-        domain: Option<Arc<Domain>>,
+        domain: Option<(Arc<Domain>, Arc<LimiterMetrics>)>,
         reserve: usize,
     ) -> Arc<Self> {
         let limited = domain.is_some();
+        let (domain, limiter_metrics) = domain.unzip();
         let domain = domain.unwrap_or_else(|| Arc::new(Mutex::new(Pool::new(usize::MAX, false))));
         let shared = Arc::new_cyclic(|me| {
             let id = lock(&domain).join(me.clone(), limit, reserve);
@@ -125,7 +131,9 @@ impl Shared {
                 cancel: CancelWatch::new(token),
                 clock,
                 runtime,
+                metrics: GroupMetrics::new(name.as_deref()),
                 name,
+                limiter_metrics,
             }
         });
         cancel::watch(&shared);
@@ -139,6 +147,17 @@ impl Shared {
     /// A timestamp for the limiter's history; a private pool keeps none, so it reads no clock.
     pub(crate) fn at(&self) -> u64 {
         if self.limited { self.clock.now() } else { 0 }
+    }
+
+    /// Reports the group's counters and gauges, and its limiter's, to the `metrics` feature's
+    /// recorder (nothing without it). Call after a change, with no lock held.
+    #[inline]
+    pub(crate) fn publish(&self) {
+        self.metrics
+            .publish(|| self.lock().reading(self.id, self.clock.now()));
+        if let Some(limiter) = &self.limiter_metrics {
+            limiter.publish(|| self.lock().limiter_reading());
+        }
     }
 
     /// Wakes the monitor if `wake` says so; `Spawn` is the driver's.
@@ -170,6 +189,9 @@ impl Shared {
     /// the flag and end them.
     pub(crate) fn cancel_and_drain(&self, monitor_exits: bool) -> bool {
         let first = self.cancel.mark();
+        if first {
+            observe::group_cancelled(self.name.as_deref());
+        }
         let (tasks, wake) = self.lock().cancel_group(self.id, monitor_exits);
         // The token wakes users' `cancelled()` futures: their wakers must not stop the rest.
         wake_catching(|| self.cancel.token().cancel());
@@ -220,6 +242,7 @@ impl Shared {
         for (id, task) in ended {
             deliver_unstarted(id, task);
         }
+        self.publish();
         if delivering > 0 {
             self.delivered(delivering);
         } else {

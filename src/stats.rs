@@ -63,6 +63,8 @@ pub(crate) const PANIC_IDS: usize = 8;
 pub(crate) struct Counters {
     pub(crate) scheduled: u64,
     pub(crate) pending: u64,
+    /// Tasks taken from the queue to run, ever (for the `metrics` feature's counter).
+    pub(crate) started: u64,
     pub(crate) completed: u64,
     pub(crate) cancelled: u64,
     pub(crate) panicked: u64,

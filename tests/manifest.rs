@@ -47,3 +47,36 @@ fn item10_the_minimum_supported_rust_version_is_stated_once_everywhere() {
     assert!(README.contains(&stated), "the README says {stated}");
     assert!(LIB.contains(&stated), "the crate docs say {stated}");
 }
+
+/// Issue 12: the reports are opt-in. Every dependency beyond the three the core needs is
+/// optional, and no feature is on by default, so the default build pulls in none of them
+/// (`.ci/run` also checks `cargo tree`).
+#[test]
+fn issue12_the_default_build_has_only_the_core_dependencies() {
+    let mut section = "";
+    let mut required = Vec::new();
+    for line in MANIFEST.lines().map(str::trim) {
+        if line.starts_with('[') {
+            section = line;
+            continue;
+        }
+        if section == "[features]" {
+            assert!(!line.starts_with("default"), "a default feature: {line}");
+        }
+        if section != "[dependencies]" || line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let name = line.split([' ', '=']).next().unwrap_or(line);
+        if !line.contains("optional = true") {
+            required.push(name);
+        }
+    }
+    assert_eq!(required, ["tokio", "tokio-util", "pin-project-lite"]);
+    for feature in ["tracing", "metrics"] {
+        assert_eq!(
+            value("[features]", feature).as_deref(),
+            Some(format!("[\"dep:{feature}\"]").as_str()),
+            "the `{feature}` feature enables its crate and nothing else"
+        );
+    }
+}

@@ -54,6 +54,7 @@ use tokio::time::Instant;
 
 use crate::history::{Activity, History};
 use crate::limit::Cap;
+use crate::observe::{GroupReading, LimiterReading};
 use crate::queue::{DeadlineQueue, Drained, Key, Pending, Prepared};
 use crate::stats::{Counters, Stats};
 use crate::task::{Handed, Outcome};
@@ -177,6 +178,8 @@ impl<T> Starts<T> {
 pub(crate) struct Started<T> {
     pub(crate) id: u64,
     pub(crate) task: T,
+    /// Its deadline key.
+    pub(crate) deadline: u64,
     /// When it was taken from the queue: the later of the group's frontier and the caller's
     /// clock (a key).
     pub(crate) at: u64,
@@ -821,6 +824,33 @@ impl<T: 'static, G: Ctx, A> Pool<T, G, A> {
         member.counters.snapshot(member.cap.running())
     }
 
+    /// The group's counters and gauges at `now` (its own clock), for the `metrics` feature.
+    /// The due count costs what it costs in [`group_history`](Pool::group_history).
+    pub(crate) fn reading(&mut self, id: MemberId, now: u64) -> GroupReading {
+        let member = self.member(id);
+        let c = &member.counters;
+        GroupReading {
+            scheduled: c.scheduled,
+            started: c.started,
+            completed: c.completed,
+            cancelled: c.cancelled,
+            panicked: c.panicked,
+            pending: c.pending,
+            running: member.cap.running() as u64,
+            waiting: member.queue.count_due(now),
+            limit: member.cap.limit(),
+        }
+    }
+
+    /// The limiter's gauges, for the `metrics` feature.
+    pub(crate) fn limiter_reading(&self) -> LimiterReading {
+        LimiterReading {
+            limit: self.limit,
+            running: self.taken,
+            waiting: self.line.len(),
+        }
+    }
+
     /// The group's history at `now` (its own clock). The due count is a counter the queue
     /// keeps (`DeadlineQueue::count_due`): O(1) under the pool's lock, plus O(log n) for each
     /// task that fell due since the group last read the clock, once in each task's life.
@@ -951,10 +981,12 @@ impl<T: 'static, G: Ctx, A> Pool<T, G, A> {
             id,
             task,
             aborts: member.aborts,
+            deadline,
             at: now,
         };
         member.cap.acquire();
         member.counters.pending -= 1;
+        member.counters.started += 1;
         member.activity.start(now, Some(deadline));
         match ctx {
             None => fx.starts.push(task),
