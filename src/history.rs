@@ -240,15 +240,23 @@ impl Activity {
         let log = self.log_at(now);
         log.running += 1;
         let peak = peak_of(log.running);
-        let late = deadline.map(|deadline| (deadline, now.saturating_sub(deadline)));
+        let late = deadline.map(|deadline| {
+            let lateness = now.saturating_sub(deadline);
+            (deadline, lateness, bin(lateness))
+        });
         for ring in &mut log.rings {
             let slot = ring.newest_slot();
             let bucket = &mut ring.buckets[slot];
             bucket.started = bucket.started.saturating_add(1);
             bucket.peak = bucket.peak.max(peak);
-            if let Some((deadline, lateness)) = late {
-                ring.detail(slot).lateness.record(lateness);
-                ring.wait(deadline, now);
+            if let Some((deadline, lateness, bin)) = late {
+                if deadline >= ring.current.saturating_mul(ring.width) {
+                    // The whole wait is in the current step (the common case).
+                    bucket.waited = bucket.waited.saturating_add(lateness);
+                } else {
+                    ring.wait(deadline, now);
+                }
+                ring.detail(slot).lateness.record_in(bin, lateness);
             }
         }
     }
@@ -274,13 +282,14 @@ impl Activity {
     fn free_with(&mut self, now: u64, run: Option<u64>, count: impl Fn(&mut Bucket)) {
         let log = self.log_at(now);
         log.running = log.running.saturating_sub(1);
+        let run = run.map(|run| (run, bin(run)));
         for ring in &mut log.rings {
             let slot = ring.newest_slot();
             let bucket = &mut ring.buckets[slot];
             bump(&mut bucket.freed);
             count(bucket);
-            if let Some(run) = run {
-                ring.detail(slot).run.record(run);
+            if let Some((run, bin)) = run {
+                ring.detail(slot).run.record_in(bin, run);
             }
         }
     }
@@ -509,8 +518,9 @@ impl Histogram {
         max: 0,
     };
 
-    fn record(&mut self, nanos: u64) {
-        bump(&mut self.counts[bin(nanos)]);
+    /// Counts `nanos`, whose bin is `bin`.
+    fn record_in(&mut self, bin: usize, nanos: u64) {
+        bump(&mut self.counts[bin]);
         self.min = self.min.min(nanos);
         self.max = self.max.max(nanos);
     }

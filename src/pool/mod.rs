@@ -967,13 +967,9 @@ impl<T: 'static, G: Ctx, A> Pool<T, G, A> {
                     .expect("a group with queued tasks is alive"),
             )
         };
-        let deadline = member
+        let (id, deadline, task) = member
             .queue
-            .peek_deadline()
-            .expect("a member that wants a slot has a due task");
-        let (id, task) = member
-            .queue
-            .pop_due(member.frontier)
+            .pop_due_with_deadline(member.frontier)
             .expect("a member that wants a slot has a due task");
         member.running.insert(id, false);
         let now = member.frontier.max(at);

@@ -485,7 +485,14 @@ impl<T: 'static> DeadlineQueue<T> {
 
     /// Removes and returns the earliest value, with its id, if its deadline is at or before
     /// `now`.
+    #[cfg(test)]
     pub(crate) fn pop_due(&mut self, now: u64) -> Option<(u64, T)> {
+        self.pop_due_with_deadline(now)
+            .map(|(id, _, value)| (id, value))
+    }
+
+    /// [`pop_due`](Self::pop_due), with the value's deadline: `(id, deadline, value)`.
+    pub(crate) fn pop_due_with_deadline(&mut self, now: u64) -> Option<(u64, u64, T)> {
         let (lane, top) = self.live_head()?;
         if top.deadline > now {
             return None;
@@ -496,7 +503,7 @@ impl<T: 'static> DeadlineQueue<T> {
         self.retop(lane);
         let id = self.id_of(lane, top.slot, stamp);
         self.forget(lane, top.slot);
-        Some((id, value))
+        Some((id, top.deadline, value))
     }
 
     /// The lane with the earliest live entry, and that entry, after discarding stale entries
