@@ -78,6 +78,7 @@ impl Spawn {
                 let runner = Runner {
                     shared,
                     task: Some(task),
+                    span: None,
                 };
                 drop(runtime.spawn(runner.run()));
             }
@@ -324,29 +325,61 @@ struct Runner {
     shared: Arc<Shared>,
     /// The task being run, with its id. `Some` except between tasks.
     task: Option<Started<BoxTask>>,
+    /// The task's run as reported (see `crate::observe`): `Some` while `task` is, once begun.
+    span: Option<TaskSpan>,
 }
 
 impl Runner {
+    /// Begins the run of the task held: its start time, if the transition that started it had
+    /// no fresh reading of the group's clock (`Started::at`), is read now and given to the
+    /// history; then the start is reported. Returns its id and the abort count it started at.
+    fn begin(&mut self) -> (u64, u64) {
+        let shared = &self.shared;
+        let started = self
+            .task
+            .as_mut()
+            .expect("a runner always holds a task here");
+        let at = match started.at {
+            Some(at) => at,
+            None => {
+                let now = shared.clock.now();
+                shared.lock().late_start(shared.id, started.deadline, now);
+                started.at = Some(now);
+                now
+            }
+        };
+        self.span = Some(TaskSpan::start(
+            shared.name.as_deref(),
+            &shared.metrics,
+            started.id,
+            (started.deadline, at),
+            |key| shared.clock.instant(key),
+        ));
+        (started.id, started.aborts)
+    }
+
+    /// Reports the end of the task's run as `how` at `now`, and ends it inside its span (see
+    /// [`close`]).
+    fn end(&mut self, started: Started<BoxTask>, how: End, now: Option<u64>) -> Effects {
+        let shared = &self.shared;
+        let Some(span) = self.span.take() else {
+            return close(shared, started, how, now);
+        };
+        let end = now.unwrap_or_else(|| shared.clock.now());
+        let run = started.at.map_or(0, |at| end.saturating_sub(at));
+        span.end(&shared.metrics, &how, run);
+        // The future's `Drop` runs in the span too.
+        let _entered = span.enter();
+        close(shared, started, how, now)
+    }
+
     async fn run(mut self) {
         let shared = self.shared.clone();
         // Woken on cancellation and on aborts; kept registered with the waker of each poll (in
         // a tokio task that is the same waker, registered once, and again after each abort).
         let mut abort = pin!(shared.cancel.register());
         loop {
-            let (id, mut checked, span) = {
-                let started = self
-                    .task
-                    .as_ref()
-                    .expect("a runner always holds a task here");
-                let span = TaskSpan::start(
-                    shared.name.as_deref(),
-                    &shared.metrics,
-                    started.id,
-                    (started.deadline, started.at),
-                    |key| shared.clock.instant(key),
-                );
-                (started.id, started.aborts, span)
-            };
+            let (id, mut checked) = self.begin();
             let how = poll_fn(|cx| {
                 abort.as_mut().keep(cx);
                 // Both looked at after registering, so a cancellation or an abort that comes
@@ -367,7 +400,7 @@ impl Runner {
                     .as_mut()
                     .expect("a runner always holds a task here");
                 // `task_id()` inside the task, and its span around it.
-                let _span = span.enter();
+                let _span = self.span.as_ref().map(TaskSpan::enter);
                 let _entered = id::enter(TaskId::new(id));
                 match poll_catching(&mut started.task, cx) {
                     Ok(Poll::Ready(())) => Poll::Ready(End::Completed),
@@ -378,15 +411,7 @@ impl Runner {
             .await;
             let started = self.task.take().expect("a runner always holds a task here");
             let now = shared.clock.now();
-            span.end(&shared.metrics, &how, now.saturating_sub(started.at));
-            let mut fx = {
-                // The future's `Drop` runs in the span too.
-                let _span = span.enter();
-                close(&shared, started, how, Some(now))
-            };
-            // The span closes here, before the slot's next task (empty without `tracing`).
-            #[allow(clippy::drop_non_drop)]
-            drop(span);
+            let mut fx = self.end(started, how, Some(now));
             // The slots went to this group's next task: run it here.
             let next = fx.starts.take_first();
             apply(&shared, fx);
@@ -454,7 +479,7 @@ impl Drop for Runner {
             } else {
                 CancelledBy::Group
             };
-            let fx = close(&self.shared, started, End::Cancelled(by), None);
+            let fx = self.end(started, End::Cancelled(by), None);
             apply(&self.shared, fx);
         }
     }

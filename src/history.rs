@@ -190,7 +190,9 @@ struct Ring {
     current: u64,
     buckets: [Bucket; SLOTS],
     /// Beside each bucket, its durations, once it has one: a step in which no task started or
-    /// ended holds no histogram, so a quiet group holds few.
+    /// ended holds no histogram. A step's histogram goes when its bucket is reused or rolls
+    /// off, which happens at the next event or read: a group that falls silent keeps at most
+    /// `3 * SLOTS` of them (17 KB) until then.
     detail: [Option<Box<Detail>>; SLOTS],
 }
 
@@ -240,25 +242,20 @@ impl Activity {
         let log = self.log_at(now);
         log.running += 1;
         let peak = peak_of(log.running);
-        let late = deadline.map(|deadline| {
-            let lateness = now.saturating_sub(deadline);
-            (deadline, lateness, bin(lateness))
-        });
         for ring in &mut log.rings {
-            let slot = ring.newest_slot();
-            let bucket = &mut ring.buckets[slot];
+            let bucket = ring.newest();
             bucket.started = bucket.started.saturating_add(1);
             bucket.peak = bucket.peak.max(peak);
-            if let Some((deadline, lateness, bin)) = late {
-                if deadline >= ring.current.saturating_mul(ring.width) {
-                    // The whole wait is in the current step (the common case).
-                    bucket.waited = bucket.waited.saturating_add(lateness);
-                } else {
-                    ring.wait(deadline, now);
-                }
-                ring.detail(slot).lateness.record_in(bin, lateness);
-            }
         }
+        if let Some(deadline) = deadline {
+            log.late(now, deadline);
+        }
+    }
+
+    /// A task due at `deadline`, counted as started already, began at `now`: its lateness
+    /// and wait count now (for a start whose time was not known when it was counted).
+    pub(crate) fn late(&mut self, now: u64, deadline: u64) {
+        self.log_at(now).late(now, deadline);
     }
 
     /// A running task of a group ended with `outcome` at `now`, having run for `run`
@@ -336,6 +333,24 @@ impl Log {
             rings: WINDOWS.map(|span| Ring::new(span * SECOND / (SLOTS as u64 - 1), now)),
             running: 0,
             last: now,
+        }
+    }
+
+    /// A task due at `deadline` began at `now`: its lateness and its wait, spread over the
+    /// steps it covers (at most [`SLOTS`] buckets a ring).
+    fn late(&mut self, now: u64, deadline: u64) {
+        let lateness = now.saturating_sub(deadline);
+        let bin = bin(lateness);
+        for ring in &mut self.rings {
+            let slot = ring.newest_slot();
+            if deadline >= ring.current.saturating_mul(ring.width) {
+                // The whole wait is in the current step (the common case).
+                let bucket = &mut ring.buckets[slot];
+                bucket.waited = bucket.waited.saturating_add(lateness);
+            } else {
+                ring.wait(deadline, now);
+            }
+            ring.detail(slot).lateness.record_in(bin, lateness);
         }
     }
 

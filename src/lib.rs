@@ -116,11 +116,21 @@
 //! | `schedgroup_task_run_seconds` | histogram | start to end, per task |
 //! | `schedgroup_limiter_limit`, `schedgroup_limiter_running`, `schedgroup_limiter_waiting` | gauge | a limiter's limit, slots taken, waiters in line |
 //!
-//! Counters and gauges are read under the group's lock after each change (a schedule, a start,
-//! an end, a cancel, a limit) and handed to the recorder after it is released, one thread at a
-//! time per group, so they always add up as [`Stats`] does and a gauge shows the latest
-//! reading. The waiting gauge is the count [`History::waiting`] reads (amortized O(log n) per
-//! task, once in its life). Neither feature runs the subscriber or the recorder under a lock.
+//! Groups with the same name report into one series (every unnamed group into `"unnamed"`):
+//! counters and gauges are their sums (a limit: `+Inf` if one of them has none), and a group
+//! that is dropped takes its gauges out and leaves its counts in. Counters and gauges are read
+//! under the group's lock after each change (a schedule, a start, an end, a cancel, a limit)
+//! and on each [`Group::history`] read, and handed to the recorder after the lock is
+//! released, one thread at a time per name, so they always add up as [`Stats`] does, a
+//! counter never goes back, and a gauge ends at the latest reading. The waiting gauge is the
+//! count [`History::waiting`] reads (amortized O(log n) per task, once in its life); tasks
+//! that fall due while the group is at its cap and nothing else happens show at the next
+//! change or read.
+//!
+//! Neither feature runs the subscriber or the recorder under a lock, and one that panics
+//! loses that one report: the task, its slot and the group carry on. Start lateness and run
+//! time are measured on the group's own clock, also when another group's task freed the
+//! slot.
 //!
 //! # Guarantees
 //!

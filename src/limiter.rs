@@ -13,7 +13,7 @@ use tokio::time::Instant;
 use crate::clock::Clock;
 use crate::driver::apply_limiter;
 use crate::history::History;
-use crate::observe::{self, LimiterMetrics, Owner};
+use crate::observe::{self, GroupMetrics, LimiterMetrics, Owner};
 use crate::pool::{Place, Pool};
 use crate::shared::{Domain, Effects, Ticket, lock};
 use crate::throttle::{Throttle, ThrottleOutcome, ThrottleState};
@@ -189,8 +189,13 @@ impl Limiter {
     /// Reports the gauges to the `metrics` feature's recorder (nothing without it).
     #[inline]
     fn publish(&self) {
-        self.metrics
-            .publish(|| lock(&self.domain).limiter_reading());
+        if !GroupMetrics::ON {
+            return;
+        }
+        let changed = self.metrics.store(lock(&self.domain).limiter_reading());
+        if changed {
+            self.metrics.report();
+        }
     }
 
     /// The pool groups join.
@@ -375,7 +380,9 @@ impl Limiter {
     /// taken, slots taken and freed. See [`History`].
     #[must_use]
     pub fn history(&self) -> History {
-        Self::history_of(&self.domain)
+        let history = Self::history_of(&self.domain);
+        self.publish();
+        history
     }
 
     pub(crate) fn history_of(domain: &Domain) -> History {

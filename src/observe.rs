@@ -3,9 +3,17 @@
 //! carries none of it.
 //!
 //! Nothing here runs under a lock: a subscriber or a recorder is the user's code. Values that
-//! live under a pool's lock (counters, gauges) are read under it by a closure the caller
-//! passes, and reported after it is released, by one thread at a time per group or limiter
-//! (`Publisher`), so a gauge never stays at an older reading than the latest.
+//! live under a pool's lock (counters, gauges) are stored under it (`GroupMetrics::store`,
+//! which takes only a lock of this module's, never user code) and reported after it is
+//! released (`report`), by one thread at a time per name (`Publisher`), so a gauge never stays
+//! at an older reading than the latest.
+//!
+//! A subscriber or recorder that panics loses that one report: every call into one is caught
+//! here, so it can neither unwind through a runner (losing a task's slot) nor stop a
+//! cancellation halfway.
+
+#[cfg(any(feature = "tracing", feature = "metrics"))]
+use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use tokio::time::Instant;
 
@@ -15,7 +23,7 @@ use crate::task::End;
 use crate::throttle::ThrottleOutcome;
 
 /// A group's counters and gauges, read under its pool's lock.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[cfg_attr(not(feature = "metrics"), allow(dead_code))]
 pub(crate) struct GroupReading {
     pub(crate) scheduled: u64,
@@ -30,12 +38,19 @@ pub(crate) struct GroupReading {
 }
 
 /// A limiter's gauges, read under its lock.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[cfg_attr(not(feature = "metrics"), allow(dead_code))]
 pub(crate) struct LimiterReading {
     pub(crate) limit: usize,
     pub(crate) running: usize,
     pub(crate) waiting: usize,
+}
+
+/// Runs `report`, which calls a subscriber or a recorder; a panic there loses this report only.
+#[cfg(any(feature = "tracing", feature = "metrics"))]
+#[inline]
+fn quietly<T>(report: impl FnOnce() -> T) -> Option<T> {
+    catch_unwind(AssertUnwindSafe(report)).ok()
 }
 
 /// The name a group or limiter is reported under: its own, or `"unnamed"`.
@@ -54,10 +69,8 @@ pub(crate) struct TaskSpan {
 
 /// A task's span, entered for as long as this lives.
 pub(crate) struct Entered<'a> {
-    #[cfg(feature = "tracing")]
-    _entered: tracing::span::Entered<'a>,
-    #[cfg(not(feature = "tracing"))]
-    _span: std::marker::PhantomData<&'a TaskSpan>,
+    #[cfg_attr(not(feature = "tracing"), allow(dead_code))]
+    span: &'a TaskSpan,
 }
 
 impl TaskSpan {
@@ -78,32 +91,39 @@ impl TaskSpan {
     ) -> Self {
         let lateness = started.saturating_sub(deadline);
         #[cfg(feature = "metrics")]
-        metrics.inner.lateness.record(lateness as f64 / 1e9);
+        quietly(|| metrics.inner.series.lateness.record(lateness as f64 / 1e9));
         #[cfg(feature = "tracing")]
         {
-            let span = tracing::info_span!(
-                target: "schedgroup",
-                "task",
-                group = label(name),
-                task_id = id,
-                deadline = ?instant(deadline),
-                lateness_us = lateness / 1_000,
-            );
-            tracing::debug!(target: "schedgroup", parent: &span, "task started");
-            Self { span }
+            let span = quietly(|| {
+                let span = tracing::info_span!(
+                    target: "schedgroup",
+                    "task",
+                    group = label(name),
+                    task_id = id,
+                    deadline = ?instant(deadline),
+                    lateness_us = lateness / 1_000,
+                );
+                tracing::debug!(target: "schedgroup", parent: &span, "task started");
+                span
+            });
+            Self {
+                span: span.unwrap_or_else(tracing::Span::none),
+            }
         }
         #[cfg(not(feature = "tracing"))]
         Self {}
     }
 
+    /// Enters the span until the guard is dropped. (By hand rather than with `Span::enter`,
+    /// so that a subscriber that panics on entering or leaving is caught each time.)
     #[inline]
     pub(crate) fn enter(&self) -> Entered<'_> {
-        Entered {
-            #[cfg(feature = "tracing")]
-            _entered: self.span.enter(),
-            #[cfg(not(feature = "tracing"))]
-            _span: std::marker::PhantomData,
-        }
+        #[cfg(feature = "tracing")]
+        quietly(|| {
+            self.span
+                .with_subscriber(|(id, dispatch)| dispatch.enter(id))
+        });
+        Entered { span: self }
     }
 
     /// Reports that the task ended as `how` after `run` nanoseconds (before its future is
@@ -115,46 +135,61 @@ impl TaskSpan {
     #[inline]
     pub(crate) fn end(&self, metrics: &GroupMetrics, how: &End, run: u64) {
         #[cfg(feature = "metrics")]
-        metrics.inner.run_time.record(run as f64 / 1e9);
+        quietly(|| metrics.inner.series.run_time.record(run as f64 / 1e9));
         #[cfg(feature = "tracing")]
-        {
-            let run_us = run / 1_000;
-            let parent = &self.span;
-            match how {
-                End::Completed => tracing::debug!(
+        quietly(|| self.trace_end(how, run));
+    }
+
+    #[cfg(feature = "tracing")]
+    fn trace_end(&self, how: &End, run: u64) {
+        let run_us = run / 1_000;
+        let parent = &self.span;
+        match how {
+            End::Completed => tracing::debug!(
+                target: "schedgroup",
+                parent: parent,
+                run_us,
+                outcome = "completed",
+                "task ended"
+            ),
+            End::Cancelled(by) => tracing::debug!(
+                target: "schedgroup",
+                parent: parent,
+                run_us,
+                outcome = "cancelled",
+                by = match by {
+                    CancelledBy::Handle => "handle",
+                    _ => "group",
+                },
+                "task ended"
+            ),
+            End::Panicked(payload) => {
+                let message = payload
+                    .downcast_ref::<&str>()
+                    .copied()
+                    .or_else(|| payload.downcast_ref::<String>().map(String::as_str));
+                tracing::warn!(
                     target: "schedgroup",
                     parent: parent,
                     run_us,
-                    outcome = "completed",
-                    "task ended"
-                ),
-                End::Cancelled(by) => tracing::debug!(
-                    target: "schedgroup",
-                    parent: parent,
-                    run_us,
-                    outcome = "cancelled",
-                    by = match by {
-                        CancelledBy::Handle => "handle",
-                        _ => "group",
-                    },
-                    "task ended"
-                ),
-                End::Panicked(payload) => {
-                    let message = payload
-                        .downcast_ref::<&str>()
-                        .copied()
-                        .or_else(|| payload.downcast_ref::<String>().map(String::as_str));
-                    tracing::warn!(
-                        target: "schedgroup",
-                        parent: parent,
-                        run_us,
-                        outcome = "panicked",
-                        payload = message,
-                        "task panicked"
-                    );
-                }
+                    outcome = "panicked",
+                    payload = message,
+                    "task panicked"
+                );
             }
         }
+    }
+}
+
+impl Drop for Entered<'_> {
+    #[inline]
+    fn drop(&mut self) {
+        #[cfg(feature = "tracing")]
+        quietly(|| {
+            self.span
+                .span
+                .with_subscriber(|(id, dispatch)| dispatch.exit(id))
+        });
     }
 }
 
@@ -173,7 +208,7 @@ pub(crate) enum Owner<'a> {
 #[inline]
 pub(crate) fn group_cancelled(name: Option<&str>) {
     #[cfg(feature = "tracing")]
-    tracing::info!(target: "schedgroup", group = label(name), "group cancelled");
+    quietly(|| tracing::info!(target: "schedgroup", group = label(name), "group cancelled"));
 }
 
 /// Reports a limit set by hand from `from` to `to` (only if it changed).
@@ -182,14 +217,14 @@ pub(crate) fn group_cancelled(name: Option<&str>) {
 pub(crate) fn limit_set(owner: Owner<'_>, from: usize, to: usize) {
     #[cfg(feature = "tracing")]
     if from != to {
-        match owner {
+        quietly(|| match owner {
             Owner::Group(name) => {
                 tracing::info!(target: "schedgroup", group = label(name), from, to, "limit changed");
             }
             Owner::Limiter(name) => {
                 tracing::info!(target: "schedgroup", limiter = label(name), from, to, "limit changed");
             }
-        }
+        });
     }
 }
 
@@ -200,7 +235,7 @@ pub(crate) fn throttled(owner: Owner<'_>, up: bool, outcome: &ThrottleOutcome) {
     #[cfg(feature = "tracing")]
     {
         let direction = if up { "up" } else { "down" };
-        match owner {
+        quietly(|| match owner {
             Owner::Group(name) => tracing::info!(
                 target: "schedgroup",
                 group = label(name),
@@ -215,49 +250,65 @@ pub(crate) fn throttled(owner: Owner<'_>, up: bool, outcome: &ThrottleOutcome) {
                 outcome = ?outcome,
                 "throttle"
             ),
-        }
+        });
     }
 }
 
 // ===== metrics =====
 
-/// A group's metrics: handles made once, when the group is built, from the recorder installed
-/// then.
+/// A group's metrics: its part of the series of its name, made when the group is built, from
+/// the recorder installed then. Groups with the same name (every unnamed group, say) report
+/// into one series: counters and gauges are their sums.
 pub(crate) struct GroupMetrics {
     #[cfg(feature = "metrics")]
-    inner: metrics_impl::Group,
+    inner: metrics_impl::Part<metrics_impl::GroupSeries>,
 }
 
-/// A limiter's metrics, shared by the limiter's handles and the groups that use it.
+/// A limiter's metrics, shared by the limiter's handles and the groups that use it; limiters
+/// with the same name report into one series.
 pub(crate) struct LimiterMetrics {
     #[cfg(feature = "metrics")]
-    inner: metrics_impl::Limiter,
+    inner: metrics_impl::Part<metrics_impl::LimiterSeries>,
 }
 
-// A panic while a recorder records leaves nothing of ours half-changed: the handles keep no
-// state of the crate's. Without these, the `metrics` feature would take `UnwindSafe` away from
-// `Group` and `Limiter`, and enabling a feature must not break code that compiled without it.
+// A panic while a recorder records is caught and leaves nothing of ours half-changed. Without
+// these, the `metrics` feature would take `UnwindSafe` away from `Group` and `Limiter`, and
+// enabling a feature must not break code that compiled without it.
 impl std::panic::RefUnwindSafe for GroupMetrics {}
 impl std::panic::UnwindSafe for GroupMetrics {}
 impl std::panic::RefUnwindSafe for LimiterMetrics {}
 impl std::panic::UnwindSafe for LimiterMetrics {}
 
 impl GroupMetrics {
+    /// Whether there is anything to report: without the `metrics` feature, callers skip the
+    /// reading.
+    pub(crate) const ON: bool = cfg!(feature = "metrics");
+
     #[cfg_attr(not(feature = "metrics"), allow(unused_variables))]
     pub(crate) fn new(name: Option<&str>) -> Self {
         Self {
             #[cfg(feature = "metrics")]
-            inner: metrics_impl::Group::new(label(name)),
+            inner: metrics_impl::Part::new(label(name)),
         }
     }
 
-    /// Reports what `read` reads (under the group's lock) now. Call after any change, with no
-    /// lock held. Without the `metrics` feature, `read` is never called.
+    /// Keeps `reading` as the group's latest; `true` if it changed, and the series wants a
+    /// [`report`](Self::report). Called under the group's lock, so that two readings are
+    /// stored in the order they were read; takes only this module's lock.
     #[cfg_attr(not(feature = "metrics"), allow(unused_variables))]
     #[inline]
-    pub(crate) fn publish(&self, read: impl FnMut() -> GroupReading) {
+    pub(crate) fn store(&self, reading: GroupReading) -> bool {
         #[cfg(feature = "metrics")]
-        self.inner.publish(read);
+        return self.inner.store(reading);
+        #[cfg(not(feature = "metrics"))]
+        false
+    }
+
+    /// Hands the series' sums to the recorder. Call after `store`, with no lock held.
+    #[inline]
+    pub(crate) fn report(&self) {
+        #[cfg(feature = "metrics")]
+        self.inner.report();
     }
 }
 
@@ -266,28 +317,37 @@ impl LimiterMetrics {
     pub(crate) fn new(name: Option<&str>) -> Self {
         Self {
             #[cfg(feature = "metrics")]
-            inner: metrics_impl::Limiter::new(label(name)),
+            inner: metrics_impl::Part::new(label(name)),
         }
     }
 
-    /// Reports what `read` reads (under the limiter's lock) now; as [`GroupMetrics::publish`].
+    /// As [`GroupMetrics::store`], under the limiter's lock.
     #[cfg_attr(not(feature = "metrics"), allow(unused_variables))]
     #[inline]
-    pub(crate) fn publish(&self, read: impl FnMut() -> LimiterReading) {
+    pub(crate) fn store(&self, reading: LimiterReading) -> bool {
         #[cfg(feature = "metrics")]
-        self.inner.publish(read);
+        return self.inner.store(reading);
+        #[cfg(not(feature = "metrics"))]
+        false
+    }
+
+    /// As [`GroupMetrics::report`].
+    #[inline]
+    pub(crate) fn report(&self) {
+        #[cfg(feature = "metrics")]
+        self.inner.report();
     }
 }
 
 #[cfg(feature = "metrics")]
 mod metrics_impl {
-    use std::panic::{AssertUnwindSafe, catch_unwind};
-    use std::sync::Once;
+    use std::collections::{BTreeMap, HashMap};
     use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex, MutexGuard, Once, PoisonError, Weak};
 
     use metrics::{Counter, Gauge, Histogram, Unit};
 
-    use super::{GroupReading, LimiterReading};
+    use super::{GroupReading, LimiterReading, quietly};
 
     /// Runs reports one thread at a time, the latest reading last: whoever finds another
     /// thread reporting leaves it a note (`dirty`) and goes on; the reporter reads again while
@@ -309,13 +369,157 @@ mod metrics_impl {
                 }
                 while self.dirty.swap(false, Ordering::SeqCst) {
                     // A recorder that panics loses one report, not the next ones.
-                    let _ = catch_unwind(AssertUnwindSafe(&mut report));
+                    quietly(&mut report);
                 }
                 self.busy.store(false, Ordering::SeqCst);
                 if !self.dirty.load(Ordering::SeqCst) {
                     return;
                 }
             }
+        }
+    }
+
+    fn guard<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+        // Nothing under these locks can panic midway: the sums are sound.
+        mutex.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The series of every name, by name and recorder.
+    type Names<S> = BTreeMap<(String, usize), Weak<Shared<S>>>;
+
+    /// What one name's series sums, and how it reports the sums. The sums are kept as parts
+    /// change (O(1) a change, however many groups share the name).
+    pub(super) trait Series: Send + Sync + 'static {
+        type Reading: Copy + Default + Send + PartialEq;
+        type Total: Default + Send;
+        /// The handles of `name`, from the recorder installed now.
+        fn new(name: &str) -> Self;
+        /// Adds a part's reading to the total, or takes it away (`sign` false).
+        fn add(total: &mut Self::Total, reading: &Self::Reading, sign: bool);
+        /// A part that left: its gauges leave the total, its counters stay.
+        fn retire(total: &mut Self::Total, left: &Self::Reading);
+        fn report(&self, total: &Self::Total);
+        /// A copy of the total, to report after the lock.
+        fn snapshot(total: &Self::Total) -> Self::Total;
+        /// The series of every name, per recorder.
+        fn all() -> &'static Mutex<Names<Self>>
+        where
+            Self: Sized;
+    }
+
+    /// One name's series: its handles, and the latest reading of each group (or limiter) of
+    /// that name.
+    pub(super) struct Shared<S: Series> {
+        /// Its name and recorder, its key in [`Series::all`].
+        key: (String, usize),
+        publisher: Publisher,
+        sums: Mutex<Sums<S>>,
+        pub(super) handles: S,
+    }
+
+    struct Sums<S: Series> {
+        next: u64,
+        live: HashMap<u64, S::Reading>,
+        total: S::Total,
+    }
+
+    /// A group's (or limiter's) part of its name's series.
+    pub(super) struct Part<S: Series> {
+        id: u64,
+        pub(super) series: Arc<Shared<S>>,
+    }
+
+    impl<S: Series> std::ops::Deref for Shared<S> {
+        type Target = S;
+        fn deref(&self) -> &S {
+            &self.handles
+        }
+    }
+
+    impl<S: Series> Part<S> {
+        pub(super) fn new(name: &str) -> Self {
+            describe();
+            // The recorder's address tells recorders apart (a local one in a test, say).
+            let recorder = metrics::with_recorder(|r| std::ptr::from_ref(r).cast::<()>() as usize);
+            let series = {
+                let mut all = guard(S::all());
+                let key = (name.to_owned(), recorder);
+                match all.get(&key).and_then(Weak::upgrade) {
+                    Some(series) => series,
+                    None => {
+                        let series = Arc::new(Shared {
+                            key: key.clone(),
+                            publisher: Publisher::default(),
+                            sums: Mutex::new(Sums {
+                                next: 0,
+                                live: HashMap::new(),
+                                total: S::Total::default(),
+                            }),
+                            handles: S::new(name),
+                        });
+                        all.insert(key, Arc::downgrade(&series));
+                        series
+                    }
+                }
+            };
+            let id = {
+                let mut sums = guard(&series.sums);
+                let id = sums.next;
+                sums.next += 1;
+                sums.live.insert(id, S::Reading::default());
+                id
+            };
+            Self { id, series }
+        }
+
+        /// `true` if the reading changed. (A reading that did not needs no report: a recorder
+        /// that reads the group from inside a report does not set off another report.)
+        pub(super) fn store(&self, reading: S::Reading) -> bool {
+            let mut sums = guard(&self.series.sums);
+            let old = sums.live.insert(self.id, reading).unwrap_or_default();
+            if old == reading {
+                return false;
+            }
+            S::add(&mut sums.total, &old, false);
+            S::add(&mut sums.total, &reading, true);
+            true
+        }
+
+        pub(super) fn report(&self) {
+            let series = &self.series;
+            series.publisher.run(|| {
+                let total = {
+                    let sums = guard(&series.sums);
+                    S::snapshot(&sums.total)
+                };
+                series.handles.report(&total);
+            });
+        }
+    }
+
+    impl<S: Series> Drop for Shared<S> {
+        /// The last part of the name is gone: so is its entry (unless a new series of the
+        /// name took its place already).
+        fn drop(&mut self) {
+            let mut all = guard(S::all());
+            let me: *const Self = self;
+            if all.get(&self.key).is_some_and(|weak| weak.as_ptr() == me) {
+                all.remove(&self.key);
+            }
+        }
+    }
+
+    impl<S: Series> Drop for Part<S> {
+        /// The group (or limiter) is gone: its counters stay in the series' sums, its gauges
+        /// leave them.
+        fn drop(&mut self) {
+            {
+                let mut sums = guard(&self.series.sums);
+                if let Some(left) = sums.live.remove(&self.id) {
+                    S::retire(&mut sums.total, &left);
+                }
+            }
+            self.report();
         }
     }
 
@@ -376,17 +580,50 @@ mod metrics_impl {
         });
     }
 
-    /// A limit as a gauge: no cap is +Inf.
-    fn limit(limit: usize) -> f64 {
-        if limit == usize::MAX {
-            f64::INFINITY
-        } else {
-            limit as f64
+    /// Gauges summed over the parts of a name: limits as the count of parts without one
+    /// (`usize::MAX`) and the sum of the others, so that a part can be taken away again.
+    #[derive(Debug, Default, Clone, Copy)]
+    pub(super) struct Gauges {
+        waiting: u64,
+        running: u64,
+        limits: u128,
+        uncapped: u64,
+    }
+
+    impl Gauges {
+        fn add(&mut self, waiting: usize, limit: usize, sign: bool) {
+            let (waiting, limit) = (waiting as u64, limit as u128);
+            if sign {
+                self.waiting = self.waiting.wrapping_add(waiting);
+            } else {
+                self.waiting = self.waiting.wrapping_sub(waiting);
+            }
+            match (limit == usize::MAX as u128, sign) {
+                (true, true) => self.uncapped += 1,
+                (true, false) => self.uncapped -= 1,
+                (false, true) => self.limits += limit,
+                (false, false) => self.limits -= limit,
+            }
+        }
+
+        /// The sum of limits as a gauge: a part without one makes it +Inf.
+        fn limit(&self) -> f64 {
+            if self.uncapped > 0 {
+                f64::INFINITY
+            } else {
+                self.limits as f64
+            }
         }
     }
 
-    pub(super) struct Group {
-        publisher: Publisher,
+    /// A group series' sums.
+    #[derive(Debug, Default)]
+    pub(super) struct GroupTotal {
+        counts: GroupReading,
+        gauges: Gauges,
+    }
+
+    pub(super) struct GroupSeries {
         scheduled: Counter,
         started: Counter,
         completed: Counter,
@@ -400,15 +637,16 @@ mod metrics_impl {
         pub(super) run_time: Histogram,
     }
 
-    impl Group {
-        pub(super) fn new(name: &str) -> Self {
-            describe();
+    impl Series for GroupSeries {
+        type Reading = GroupReading;
+        type Total = GroupTotal;
+
+        fn new(name: &str) -> Self {
             let counter = |key: &'static str| metrics::counter!(key, "group" => name.to_owned());
             let gauge = |key: &'static str| metrics::gauge!(key, "group" => name.to_owned());
             let histogram =
                 |key: &'static str| metrics::histogram!(key, "group" => name.to_owned());
             Self {
-                publisher: Publisher::default(),
                 scheduled: counter("schedgroup_tasks_scheduled_total"),
                 started: counter("schedgroup_tasks_started_total"),
                 completed: counter("schedgroup_tasks_completed_total"),
@@ -423,48 +661,103 @@ mod metrics_impl {
             }
         }
 
-        pub(super) fn publish(&self, mut read: impl FnMut() -> GroupReading) {
-            self.publisher.run(|| {
-                let now = read();
-                self.scheduled.absolute(now.scheduled);
-                self.started.absolute(now.started);
-                self.completed.absolute(now.completed);
-                self.cancelled.absolute(now.cancelled);
-                self.panicked.absolute(now.panicked);
-                self.pending.set(now.pending as f64);
-                self.running.set(now.running as f64);
-                self.waiting.set(now.waiting as f64);
-                self.limit.set(limit(now.limit));
-            });
+        fn add(total: &mut GroupTotal, r: &GroupReading, sign: bool) {
+            let t = &mut total.counts;
+            let step = |sum: &mut u64, v: u64| {
+                *sum = if sign {
+                    sum.wrapping_add(v)
+                } else {
+                    sum.wrapping_sub(v)
+                }
+            };
+            step(&mut t.scheduled, r.scheduled);
+            step(&mut t.started, r.started);
+            step(&mut t.completed, r.completed);
+            step(&mut t.cancelled, r.cancelled);
+            step(&mut t.panicked, r.panicked);
+            step(&mut t.pending, r.pending);
+            step(&mut t.running, r.running);
+            total.gauges.add(r.waiting, r.limit, sign);
+        }
+
+        fn retire(total: &mut GroupTotal, left: &GroupReading) {
+            let t = &mut total.counts;
+            t.pending = t.pending.wrapping_sub(left.pending);
+            t.running = t.running.wrapping_sub(left.running);
+            total.gauges.add(left.waiting, left.limit, false);
+        }
+
+        fn snapshot(total: &GroupTotal) -> GroupTotal {
+            GroupTotal {
+                counts: total.counts,
+                gauges: total.gauges,
+            }
+        }
+
+        fn report(&self, total: &GroupTotal) {
+            let now = &total.counts;
+            self.scheduled.absolute(now.scheduled);
+            self.started.absolute(now.started);
+            self.completed.absolute(now.completed);
+            self.cancelled.absolute(now.cancelled);
+            self.panicked.absolute(now.panicked);
+            self.pending.set(now.pending as f64);
+            self.running.set(now.running as f64);
+            self.waiting.set(total.gauges.waiting as f64);
+            self.limit.set(total.gauges.limit());
+        }
+
+        fn all() -> &'static Mutex<Names<Self>> {
+            static ALL: Mutex<Names<GroupSeries>> = Mutex::new(BTreeMap::new());
+            &ALL
         }
     }
 
-    pub(super) struct Limiter {
-        publisher: Publisher,
+    pub(super) struct LimiterSeries {
         limit: Gauge,
         running: Gauge,
         waiting: Gauge,
     }
 
-    impl Limiter {
-        pub(super) fn new(name: &str) -> Self {
-            describe();
+    impl Series for LimiterSeries {
+        type Reading = LimiterReading;
+        type Total = Gauges;
+
+        fn new(name: &str) -> Self {
             let gauge = |key: &'static str| metrics::gauge!(key, "limiter" => name.to_owned());
             Self {
-                publisher: Publisher::default(),
                 limit: gauge("schedgroup_limiter_limit"),
                 running: gauge("schedgroup_limiter_running"),
                 waiting: gauge("schedgroup_limiter_waiting"),
             }
         }
 
-        pub(super) fn publish(&self, mut read: impl FnMut() -> LimiterReading) {
-            self.publisher.run(|| {
-                let now = read();
-                self.limit.set(limit(now.limit));
-                self.running.set(now.running as f64);
-                self.waiting.set(now.waiting as f64);
-            });
+        fn add(total: &mut Gauges, r: &LimiterReading, sign: bool) {
+            total.add(r.waiting, r.limit, sign);
+            total.running = if sign {
+                total.running.wrapping_add(r.running as u64)
+            } else {
+                total.running.wrapping_sub(r.running as u64)
+            };
+        }
+
+        fn retire(total: &mut Gauges, left: &LimiterReading) {
+            Self::add(total, left, false);
+        }
+
+        fn snapshot(total: &Gauges) -> Gauges {
+            *total
+        }
+
+        fn report(&self, total: &Gauges) {
+            self.limit.set(total.limit());
+            self.running.set(total.running as f64);
+            self.waiting.set(total.waiting as f64);
+        }
+
+        fn all() -> &'static Mutex<Names<Self>> {
+            static ALL: Mutex<Names<LimiterSeries>> = Mutex::new(BTreeMap::new());
+            &ALL
         }
     }
 }

@@ -13,7 +13,7 @@ use crate::stats::Stats;
 /// A list of groups and limiters to show together, by their names.
 ///
 /// A registry holds them weakly: registering keeps nothing alive, and a group or limiter that
-/// is gone leaves the list at the next [`snapshot`](Registry::snapshot). (A group is gone
+/// is gone leaves the list at the next [`snapshot`](Registry::snapshot) or registration. (A group is gone
 /// once its last handle is dropped and nothing of it is pending or running: its monitor and
 /// running tasks hold it too.)
 /// Clones share the list. Register a group with [`Builder::registry`](crate::Builder::registry)
@@ -58,6 +58,15 @@ struct List {
 enum Entry {
     Group(Weak<Shared>),
     Limiter(Weak<Domain>, Option<Arc<str>>),
+}
+
+impl Entry {
+    fn is_alive(&self) -> bool {
+        match self {
+            Entry::Group(weak) => weak.strong_count() > 0,
+            Entry::Limiter(weak, _) => weak.strong_count() > 0,
+        }
+    }
 }
 
 /// An entry whose target was alive when the snapshot was taken.
@@ -130,6 +139,9 @@ impl Registry {
 
     fn add(&self, same: impl Fn(&Entry) -> bool, entry: impl FnOnce() -> Entry) -> bool {
         let mut list = self.list();
+        // Entries whose target is gone go now, so that groups made and dropped between
+        // snapshots do not pile up. (Dropping a `Weak` frees memory only: no user code.)
+        list.entries.retain(|(_, entry)| entry.is_alive());
         if list.entries.iter().any(|(_, e)| same(e)) {
             return false;
         }

@@ -153,10 +153,24 @@ impl Shared {
     /// recorder (nothing without it). Call after a change, with no lock held.
     #[inline]
     pub(crate) fn publish(&self) {
-        self.metrics
-            .publish(|| self.lock().reading(self.id, self.clock.now()));
-        if let Some(limiter) = &self.limiter_metrics {
-            limiter.publish(|| self.lock().limiter_reading());
+        if !GroupMetrics::ON {
+            return;
+        }
+        let now = self.clock.now();
+        let (group, limiter) = {
+            let mut pool = self.lock();
+            let group = self.metrics.store(pool.reading(self.id, now));
+            let limiter = self
+                .limiter_metrics
+                .as_ref()
+                .filter(|limiter| limiter.store(pool.limiter_reading()));
+            (group, limiter)
+        };
+        if group {
+            self.metrics.report();
+        }
+        if let Some(limiter) = limiter {
+            limiter.report();
         }
     }
 
@@ -189,14 +203,15 @@ impl Shared {
     /// the flag and end them.
     pub(crate) fn cancel_and_drain(&self, monitor_exits: bool) -> bool {
         let first = self.cancel.mark();
-        if first {
-            observe::group_cancelled(self.name.as_deref());
-        }
         let (tasks, wake) = self.lock().cancel_group(self.id, monitor_exits);
         // The token wakes users' `cancelled()` futures: their wakers must not stop the rest.
         wake_catching(|| self.cancel.token().cancel());
         self.notify_monitor(wake);
         self.drop_cancelled(tasks);
+        // Reported once the cancellation is done (a subscriber cannot stop it halfway).
+        if first {
+            observe::group_cancelled(self.name.as_deref());
+        }
         first
     }
 
@@ -282,7 +297,10 @@ impl Shared {
 
     pub(crate) fn history(&self) -> History {
         let now = self.clock.now();
-        self.lock().group_history(self.id, now)
+        let history = self.lock().group_history(self.id, now);
+        // Tasks that fell due with nothing else happening show in the waiting gauge now.
+        self.publish();
+        history
     }
 
     /// The earliest deadline among the pending tasks, as a deadline key.

@@ -17,7 +17,7 @@ use tokio::time::timeout;
 use tracing::field::{Field, Visit};
 use tracing::span::{Attributes, Id};
 use tracing::{Event, Subscriber};
-use tracing_subscriber::layer::{Context, Layer, SubscriberExt};
+use tracing_subscriber::layer::{Context, Layer};
 use tracing_subscriber::registry::LookupSpan;
 
 /// Field names and values, as text.
@@ -94,12 +94,11 @@ fn paused_runtime() -> tokio::runtime::Runtime {
         .expect("a current-thread runtime builds")
 }
 
-/// Runs `test` on a paused runtime on this thread with the capturing subscriber, and returns
-/// what it recorded.
+/// Runs `test` on a paused runtime on this thread with the capturing layer (routed to this
+/// thread by the binary's one subscriber: see `common::trace`), and returns what it recorded.
 fn captured(test: impl AsyncFnOnce()) -> Capture {
     let capture = Capture::default();
-    let subscriber = tracing_subscriber::registry().with(capture.clone());
-    tracing::subscriber::with_default(subscriber, || paused_runtime().block_on(test()));
+    common::trace::traced(capture.clone(), || paused_runtime().block_on(test()));
     capture
 }
 

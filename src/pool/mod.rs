@@ -180,19 +180,21 @@ pub(crate) struct Started<T> {
     pub(crate) task: T,
     /// Its deadline key.
     pub(crate) deadline: u64,
-    /// When it was taken from the queue: the later of the group's frontier and the caller's
-    /// clock (a key).
-    pub(crate) at: u64,
+    /// When it was taken from the queue, on the group's own clock (a key), if the transition
+    /// had just read that clock (its monitor's step, its runner's end); otherwise `None`, and
+    /// its runner reads the clock when it begins and reports it ([`Pool::late_start`]): a
+    /// frontier may be stale, and another group's clock may be a different one.
+    pub(crate) at: Option<u64>,
     /// The group's count of aborts asked for when it started: a runner that sees the count
     /// move looks up whether its task is the one (see [`Pool::abort`]).
     pub(crate) aborts: u64,
 }
 
-/// A task that ran: its id, and when it was taken from the queue ([`Started::at`]).
+/// A task that ran: its id, and when it began ([`Started::at`]; `None` if it never did).
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Ran {
     pub(crate) id: u64,
-    pub(crate) at: u64,
+    pub(crate) at: Option<u64>,
 }
 
 /// Hashes task ids, which are distinct and mostly consecutive: a multiply spreads them over
@@ -447,6 +449,9 @@ pub(crate) struct Pool<T, G, A> {
     activity: Option<Activity>,
     /// How many tasks a batch starts under one lock: [`BUDGET`], smaller in tests.
     budget: usize,
+    /// The member whose clock the transition under way has just read (its monitor's step or
+    /// its runner's end): its starts know their time ([`Started::at`]).
+    fresh: Option<MemberId>,
 }
 
 // ===== impl Pool: members and their tasks =====
@@ -466,6 +471,7 @@ impl<T: 'static, G: Ctx, A> Pool<T, G, A> {
             throttle: ThrottleState::new(Throttle::default(), limit),
             activity: shared.then(Activity::new),
             budget: BUDGET,
+            fresh: None,
         }
     }
 
@@ -703,7 +709,9 @@ impl<T: 'static, G: Ctx, A> Pool<T, G, A> {
         let member = self.member(id);
         member.frontier = member.frontier.max(now);
         member.monitor = Monitor::Active;
+        self.fresh = Some(id);
         let mut fx = self.settle(id, Some(id), now, self.budget);
+        self.fresh = None;
         // The monitor is awake: nothing needs waking for it.
         fx.wake = Wake::Nothing;
         let shared = self.is_shared();
@@ -748,11 +756,13 @@ impl<T: 'static, G: Ctx, A> Pool<T, G, A> {
             id: task,
             at: started,
         } = ran;
+        self.fresh = now.map(|_| id);
         let member = self.member(id);
         if let Some(now) = now {
             member.frontier = member.frontier.max(now);
         }
-        let run = member.frontier.max(at).saturating_sub(started);
+        let end = now.unwrap_or(member.frontier);
+        let run = started.map_or(0, |started| end.saturating_sub(started));
         member.counters.record(task, outcome, deferred);
         member.running.remove(&task);
         let room = member.running.capacity();
@@ -762,10 +772,11 @@ impl<T: 'static, G: Ctx, A> Pool<T, G, A> {
             member.running.shrink_to(member.running.len() * 2);
         }
         member.cap.release();
-        member.activity.end(member.frontier.max(at), &outcome, run);
+        member.activity.end(end, &outcome, run);
         self.free(at, Some(run));
         let mut fx = self.settle(id, Some(id), at, ONE);
         fx.idle = self.member(id).is_idle();
+        self.fresh = None;
         fx
     }
 
@@ -822,6 +833,16 @@ impl<T: 'static, G: Ctx, A> Pool<T, G, A> {
     pub(crate) fn stats(&mut self, id: MemberId) -> Stats {
         let member = self.member(id);
         member.counters.snapshot(member.cap.running())
+    }
+
+    /// Task `deadline`'s runner began it at `now` (its group's clock), which the transition
+    /// that started it could not know (`Started::at` was `None`): its lateness and wait count
+    /// now.
+    pub(crate) fn late_start(&mut self, id: MemberId, deadline: u64, now: u64) {
+        self.member(id).activity.late(now, deadline);
+        if let Some(activity) = &mut self.activity {
+            activity.late(now, deadline);
+        }
     }
 
     /// The group's counters and gauges at `now` (its own clock), for the `metrics` feature.
@@ -954,6 +975,8 @@ impl<T: 'static, G: Ctx, A> Pool<T, G, A> {
         at: u64,
         fx: &mut Fx<T, G, A>,
     ) {
+        // The group's clock was just read (its step, its runner's end): the start is known now.
+        let fresh = self.fresh == Some(id);
         let member = self.member(id);
         // A group with a queued task is alive: its monitor holds it (invariant 4), and so does
         // whoever is about to spawn the monitor.
@@ -972,23 +995,25 @@ impl<T: 'static, G: Ctx, A> Pool<T, G, A> {
             .pop_due_with_deadline(member.frontier)
             .expect("a member that wants a slot has a due task");
         member.running.insert(id, false);
-        let now = member.frontier.max(at);
+        let started = fresh.then_some(member.frontier);
         let task = Started {
             id,
             task,
             aborts: member.aborts,
             deadline,
-            at: now,
+            at: started,
         };
         member.cap.acquire();
         member.counters.pending -= 1;
         member.counters.started += 1;
-        member.activity.start(now, Some(deadline));
+        // Lateness counts now if the start time is known, else when the runner reports it.
+        let late = fresh.then_some(deadline);
+        member.activity.start(member.frontier, late);
         match ctx {
             None => fx.starts.push(task),
             Some(ctx) => fx.others.push((ctx, Action::Start(task))),
         }
-        self.take(now, Some(deadline));
+        self.take(started.unwrap_or(at), late);
     }
 
     /// Hands free slots to the line, earliest place first (invariant 2).

@@ -502,7 +502,7 @@ impl Harness {
         let task = self.tasks[id].key.id();
         let fx = self.pool.finish(
             g,
-            Ran { id: task, at: 0 },
+            Ran { id: task, at: None },
             outcome,
             false,
             Some(self.now),

@@ -3,6 +3,8 @@
 
 pub mod counting;
 pub mod outputs;
+#[cfg(feature = "tracing")]
+pub mod trace;
 
 use std::future::{Future, IntoFuture};
 use std::sync::Arc;
