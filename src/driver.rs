@@ -46,6 +46,7 @@
 
 use std::cell::RefCell;
 use std::future::poll_fn;
+use std::num::NonZeroU64;
 use std::pin::pin;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -340,11 +341,11 @@ impl Runner {
             .as_mut()
             .expect("a runner always holds a task here");
         let at = match started.at {
-            Some(at) => at,
+            Some(at) => at.get(),
             None => {
                 let now = shared.clock.now();
                 shared.lock().late_start(shared.id, started.deadline, now);
-                started.at = Some(now);
+                started.at = NonZeroU64::new(now);
                 now
             }
         };
@@ -366,7 +367,7 @@ impl Runner {
             return close(shared, started, how, now);
         };
         let end = now.unwrap_or_else(|| shared.clock.now());
-        let run = started.at.map_or(0, |at| end.saturating_sub(at));
+        let run = started.at.map_or(0, |at| end.saturating_sub(at.get()));
         span.end(&shared.metrics, &how, run);
         // The future's `Drop` runs in the span too.
         let _entered = span.enter();
@@ -449,7 +450,7 @@ fn close(
     let at = now.unwrap_or_else(|| shared.at());
     let ran = Ran {
         id: started.id,
-        at: started.at,
+        at: started.at.map(NonZeroU64::get),
     };
     let fx = shared
         .lock()

@@ -49,6 +49,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::hash::BuildHasherDefault;
+use std::num::NonZeroU64;
 
 use tokio::time::Instant;
 
@@ -183,8 +184,11 @@ pub(crate) struct Started<T> {
     /// When it was taken from the queue, on the group's own clock (a key), if the transition
     /// had just read that clock (its monitor's step, its runner's end); otherwise `None`, and
     /// its runner reads the clock when it begins and reports it ([`Pool::late_start`]): a
-    /// frontier may be stale, and another group's clock may be a different one.
-    pub(crate) at: Option<u64>,
+    /// frontier may be stale, and another group's clock may be a different one. (Key 0, 292
+    /// years before the process's base, is no time a clock reads: a `NonZeroU64` keeps this
+    /// at 8 bytes, and a `Started` small enough for the effects that carry it to move
+    /// without a `memcpy` call.)
+    pub(crate) at: Option<NonZeroU64>,
     /// The group's count of aborts asked for when it started: a runner that sees the count
     /// move looks up whether its task is the one (see [`Pool::abort`]).
     pub(crate) aborts: u64,
@@ -1001,7 +1005,7 @@ impl<T: 'static, G: Ctx, A> Pool<T, G, A> {
             task,
             aborts: member.aborts,
             deadline,
-            at: started,
+            at: started.and_then(NonZeroU64::new),
         };
         member.cap.acquire();
         member.counters.pending -= 1;
