@@ -810,6 +810,8 @@ impl Builder {
         if let Some(registry) = &self.registry {
             registry.add_shared(&shared);
         }
+        // Its cap counts in its name's limit gauge from the start (`metrics` feature).
+        shared.publish();
         Group { shared }
     }
 }

@@ -252,12 +252,6 @@ impl Activity {
         }
     }
 
-    /// A task due at `deadline`, counted as started already, began at `now`: its lateness
-    /// and wait count now (for a start whose time was not known when it was counted).
-    pub(crate) fn late(&mut self, now: u64, deadline: u64) {
-        self.log_at(now).late(now, deadline);
-    }
-
     /// A running task of a group ended with `outcome` at `now`, having run for `run`
     /// nanoseconds.
     pub(crate) fn end(&mut self, now: u64, outcome: &Outcome, run: u64) {

@@ -118,7 +118,13 @@
 //!
 //! Groups with the same name report into one series (every unnamed group into `"unnamed"`):
 //! counters and gauges are their sums (a limit: `+Inf` if one of them has none), and a group
-//! that is dropped takes its gauges out and leaves its counts in. Counters and gauges are read
+//! that is dropped takes its gauges out and leaves its counts in. Counters are handed to the
+//! recorder as what they grew by (`increment`), so they never go back, also when the last
+//! group of a name is dropped and another is built. A recorder is told apart by its address:
+//! groups built under a local recorder (`metrics::with_local_recorder`) report to it, but one
+//! made where an earlier one was, while groups built under the earlier one live, is taken for
+//! it. A recorder that panics while registering leaves the group without metrics, not
+//! without a build. Counters and gauges are read
 //! under the group's lock after each change (a schedule, a start, an end, a cancel, a limit)
 //! and on each [`Group::history`] read, and handed to the recorder after the lock is
 //! released, one thread at a time per name, so they always add up as [`Stats`] does, a

@@ -151,11 +151,14 @@ impl Limiter {
     }
 
     fn with_name(limit: usize, name: Option<Arc<str>>) -> Self {
-        Self {
+        let limiter = Self {
             domain: Arc::new(Mutex::new(Pool::new(limit, true))),
             metrics: Arc::new(LimiterMetrics::new(name.as_deref())),
             name,
-        }
+        };
+        // Its limit counts in its name's gauge from the start (`metrics` feature).
+        limiter.publish();
+        limiter
     }
 
     /// A limiter of `limit` running tasks with a name, shown by its `Debug` and a

@@ -181,6 +181,18 @@ impl TaskSpan {
     }
 }
 
+impl Drop for TaskSpan {
+    /// Closing the span calls the subscriber (`on_close`): caught like every other call.
+    #[inline]
+    fn drop(&mut self) {
+        #[cfg(feature = "tracing")]
+        {
+            let span = std::mem::replace(&mut self.span, tracing::Span::none());
+            quietly(move || drop(span));
+        }
+    }
+}
+
 impl Drop for Entered<'_> {
     #[inline]
     fn drop(&mut self) {
@@ -384,7 +396,7 @@ mod metrics_impl {
         mutex.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// The series of every name, by name and recorder.
+    /// The series of every name in use, by name and recorder.
     type Names<S> = BTreeMap<(String, usize), Weak<Shared<S>>>;
 
     /// What one name's series sums, and how it reports the sums. The sums are kept as parts
@@ -394,11 +406,17 @@ mod metrics_impl {
         type Total: Default + Send;
         /// The handles of `name`, from the recorder installed now.
         fn new(name: &str) -> Self;
+        /// Handles that report nothing.
+        fn noop() -> Self;
         /// Adds a part's reading to the total, or takes it away (`sign` false).
         fn add(total: &mut Self::Total, reading: &Self::Reading, sign: bool);
         /// A part that left: its gauges leave the total, its counters stay.
         fn retire(total: &mut Self::Total, left: &Self::Reading);
-        fn report(&self, total: &Self::Total);
+        /// The counters handed to the recorder (as growth).
+        type Counts: Default + Send;
+        /// What the counters of `total` grew by since `reported`, which becomes `total`'s.
+        fn grown(reported: &mut Self::Counts, total: &Self::Total) -> Self::Counts;
+        fn report(&self, total: &Self::Total, grown: &Self::Counts);
         /// A copy of the total, to report after the lock.
         fn snapshot(total: &Self::Total) -> Self::Total;
         /// The series of every name, per recorder.
@@ -410,9 +428,13 @@ mod metrics_impl {
     /// One name's series: its handles, and the latest reading of each group (or limiter) of
     /// that name.
     pub(super) struct Shared<S: Series> {
-        /// Its name and recorder, its key in [`Series::all`].
+        /// Its name and recorder: its key in [`Series::all`].
         key: (String, usize),
         publisher: Publisher,
+        /// The counters as last handed to the recorder, which is given what they grew by:
+        /// a recorder keeps one counter per name, which a series made later for the same name
+        /// (after the last group of the name went) goes on adding to, and never takes back.
+        reported: Mutex<S::Counts>,
         sums: Mutex<Sums<S>>,
         pub(super) handles: S,
     }
@@ -441,24 +463,38 @@ mod metrics_impl {
             describe();
             // The recorder's address tells recorders apart (a local one in a test, say).
             let recorder = metrics::with_recorder(|r| std::ptr::from_ref(r).cast::<()>() as usize);
-            let series = {
-                let mut all = guard(S::all());
-                let key = (name.to_owned(), recorder);
-                match all.get(&key).and_then(Weak::upgrade) {
-                    Some(series) => series,
-                    None => {
-                        let series = Arc::new(Shared {
-                            key: key.clone(),
-                            publisher: Publisher::default(),
-                            sums: Mutex::new(Sums {
-                                next: 0,
-                                live: HashMap::new(),
-                                total: S::Total::default(),
-                            }),
-                            handles: S::new(name),
-                        });
-                        all.insert(key, Arc::downgrade(&series));
-                        series
+            let key = (name.to_owned(), recorder);
+            let found = guard(S::all()).get(&key).and_then(Weak::upgrade);
+            let series = match found {
+                Some(series) => series,
+                None => {
+                    // The recorder registers the handles outside the map's lock (it may build
+                    // a group itself); one that panics leaves this series without handles.
+                    let handles = quietly(|| S::new(name)).unwrap_or_else(S::noop);
+                    let made = Arc::new(Shared {
+                        key: key.clone(),
+                        publisher: Publisher::default(),
+                        reported: Mutex::new(S::Counts::default()),
+                        sums: Mutex::new(Sums {
+                            next: 0,
+                            live: HashMap::new(),
+                            total: S::Total::default(),
+                        }),
+                        handles,
+                    });
+                    let mut all = guard(S::all());
+                    match all.get(&key).and_then(Weak::upgrade) {
+                        Some(first) => {
+                            // Another thread made it meanwhile: ours goes, after the lock
+                            // (dropping handles is the recorder's code).
+                            drop(all);
+                            drop(made);
+                            first
+                        }
+                        None => {
+                            all.insert(key, Arc::downgrade(&made));
+                            made
+                        }
                     }
                 }
             };
@@ -492,14 +528,19 @@ mod metrics_impl {
                     let sums = guard(&series.sums);
                     S::snapshot(&sums.total)
                 };
-                series.handles.report(&total);
+                // One reporter at a time: the growth is worked out against the last report.
+                let grown = {
+                    let mut reported = guard(&series.reported);
+                    S::grown(&mut reported, &total)
+                };
+                series.handles.report(&total, &grown);
             });
         }
     }
 
     impl<S: Series> Drop for Shared<S> {
         /// The last part of the name is gone: so is its entry (unless a new series of the
-        /// name took its place already).
+        /// name took its place already). Dropping a `Weak` runs no user code.
         fn drop(&mut self) {
             let mut all = guard(S::all());
             let me: *const Self = self;
@@ -527,7 +568,11 @@ mod metrics_impl {
     fn describe() {
         use metrics::{describe_counter, describe_gauge, describe_histogram};
         static ONCE: Once = Once::new();
+        // A recorder that panics here loses its help texts, and the `Once` still completes.
         ONCE.call_once(|| {
+            quietly(describe_all);
+        });
+        fn describe_all() {
             describe_counter!(
                 "schedgroup_tasks_scheduled_total",
                 "Tasks handed to the group."
@@ -577,7 +622,7 @@ mod metrics_impl {
                 "schedgroup_limiter_waiting",
                 "Groups and acquire() callers waiting for a slot."
             );
-        });
+        }
     }
 
     /// Gauges summed over the parts of a name: limits as the count of parts without one
@@ -640,6 +685,23 @@ mod metrics_impl {
     impl Series for GroupSeries {
         type Reading = GroupReading;
         type Total = GroupTotal;
+        type Counts = [u64; 5];
+
+        fn noop() -> Self {
+            Self {
+                scheduled: Counter::noop(),
+                started: Counter::noop(),
+                completed: Counter::noop(),
+                cancelled: Counter::noop(),
+                panicked: Counter::noop(),
+                pending: Gauge::noop(),
+                running: Gauge::noop(),
+                waiting: Gauge::noop(),
+                limit: Gauge::noop(),
+                lateness: Histogram::noop(),
+                run_time: Histogram::noop(),
+            }
+        }
 
         fn new(name: &str) -> Self {
             let counter = |key: &'static str| metrics::counter!(key, "group" => name.to_owned());
@@ -694,13 +756,26 @@ mod metrics_impl {
             }
         }
 
-        fn report(&self, total: &GroupTotal) {
+        fn grown(reported: &mut [u64; 5], total: &GroupTotal) -> [u64; 5] {
+            let t = &total.counts;
+            let now = [t.scheduled, t.started, t.completed, t.cancelled, t.panicked];
+            let grown = std::array::from_fn(|i| now[i].saturating_sub(reported[i]));
+            *reported = now;
+            grown
+        }
+
+        fn report(&self, total: &GroupTotal, grown: &[u64; 5]) {
             let now = &total.counts;
-            self.scheduled.absolute(now.scheduled);
-            self.started.absolute(now.started);
-            self.completed.absolute(now.completed);
-            self.cancelled.absolute(now.cancelled);
-            self.panicked.absolute(now.panicked);
+            let counters = [
+                &self.scheduled,
+                &self.started,
+                &self.completed,
+                &self.cancelled,
+                &self.panicked,
+            ];
+            for (counter, &by) in counters.into_iter().zip(grown) {
+                counter.increment(by);
+            }
             self.pending.set(now.pending as f64);
             self.running.set(now.running as f64);
             self.waiting.set(total.gauges.waiting as f64);
@@ -722,6 +797,15 @@ mod metrics_impl {
     impl Series for LimiterSeries {
         type Reading = LimiterReading;
         type Total = Gauges;
+        type Counts = ();
+
+        fn noop() -> Self {
+            Self {
+                limit: Gauge::noop(),
+                running: Gauge::noop(),
+                waiting: Gauge::noop(),
+            }
+        }
 
         fn new(name: &str) -> Self {
             let gauge = |key: &'static str| metrics::gauge!(key, "limiter" => name.to_owned());
@@ -749,7 +833,9 @@ mod metrics_impl {
             *total
         }
 
-        fn report(&self, total: &Gauges) {
+        fn grown(_: &mut (), _: &Gauges) {}
+
+        fn report(&self, total: &Gauges, (): &()) {
             self.limit.set(total.limit());
             self.running.set(total.running as f64);
             self.waiting.set(total.waiting as f64);

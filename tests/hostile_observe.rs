@@ -88,8 +88,16 @@ impl Handle {
 
 impl CounterFn for Handle {
     fn increment(&self, value: u64) {
-        // Not used by the crate (it reports absolute values); logged as a delta marker.
-        self.push(-(value as f64));
+        // A recorder's counter: one per name, which increments add to (the crate reports
+        // what its counters grew by). Logged as the counter's new value.
+        let last = {
+            let log = self.rec.log.lock().unwrap();
+            log.iter()
+                .rev()
+                .find(|(k, _)| *k == self.key)
+                .map_or(0.0, |&(_, v)| v)
+        };
+        self.push(last + value as f64);
     }
     fn absolute(&self, value: u64) {
         self.push(value as f64);

@@ -767,6 +767,15 @@ impl<T: 'static, G: Ctx, A> Pool<T, G, A> {
         }
         let end = now.unwrap_or(member.frontier);
         let run = started.map_or(0, |started| end.saturating_sub(started));
+        if started.is_none() {
+            // Never begun (a runtime shutting down dropped its runner first): the history
+            // counts its start and end together.
+            member.activity.start(end, None);
+            if let Some(activity) = &mut self.activity {
+                activity.start(at, None);
+            }
+        }
+        let member = self.member(id);
         member.counters.record(task, outcome, deferred);
         member.running.remove(&task);
         let room = member.running.capacity();
@@ -840,12 +849,12 @@ impl<T: 'static, G: Ctx, A> Pool<T, G, A> {
     }
 
     /// Task `deadline`'s runner began it at `now` (its group's clock), which the transition
-    /// that started it could not know (`Started::at` was `None`): its lateness and wait count
-    /// now.
+    /// that started it could not know (`Started::at` was `None`): the history counts its start,
+    /// lateness and wait now.
     pub(crate) fn late_start(&mut self, id: MemberId, deadline: u64, now: u64) {
-        self.member(id).activity.late(now, deadline);
+        self.member(id).activity.start(now, Some(deadline));
         if let Some(activity) = &mut self.activity {
-            activity.late(now, deadline);
+            activity.start(now, Some(deadline));
         }
     }
 
@@ -1010,14 +1019,16 @@ impl<T: 'static, G: Ctx, A> Pool<T, G, A> {
         member.cap.acquire();
         member.counters.pending -= 1;
         member.counters.started += 1;
-        // Lateness counts now if the start time is known, else when the runner reports it.
-        let late = fresh.then_some(deadline);
-        member.activity.start(member.frontier, late);
+        // The history counts the start now if its time is known, else when the runner
+        // reports it (`late_start`), so that it counts at its own time.
+        if fresh {
+            member.activity.start(member.frontier, Some(deadline));
+        }
         match ctx {
             None => fx.starts.push(task),
             Some(ctx) => fx.others.push((ctx, Action::Start(task))),
         }
-        self.take(started.unwrap_or(at), late);
+        self.take(started.unwrap_or(at), Some(deadline), fresh);
     }
 
     /// Hands free slots to the line, earliest place first (invariant 2).
@@ -1048,7 +1059,7 @@ impl<T: 'static, G: Ctx, A> Pool<T, G, A> {
                         unreachable!("matched above");
                     };
                     self.held += 1;
-                    self.take(at, None);
+                    self.take(at, None, true);
                     fx.grants.push(ticket);
                 }
             }
@@ -1096,10 +1107,11 @@ impl<T: 'static, G: Ctx, A> Pool<T, G, A> {
         self.activity.is_some()
     }
 
-    /// A slot is taken at `at`: by a task due at `deadline`, or for a permit (`None`).
-    fn take(&mut self, at: u64, deadline: Option<u64>) {
+    /// A slot is taken at `at`: by a task due at `deadline`, or for a permit (`None`). The
+    /// history counts it now if it `begun`, else when its runner reports it (`late_start`).
+    fn take(&mut self, at: u64, deadline: Option<u64>, begun: bool) {
         self.taken += 1;
-        if let Some(activity) = &mut self.activity {
+        if let Some(activity) = self.activity.as_mut().filter(|_| begun) {
             activity.start(at, deadline);
         }
     }
@@ -1162,7 +1174,7 @@ impl<T: 'static, G: Ctx, A> Pool<T, G, A> {
         // 2): it is theirs, not this caller's.
         if self.taken < self.limit && self.line.is_empty() {
             self.held += 1;
-            self.take(at, None);
+            self.take(at, None, true);
             true
         } else {
             false

@@ -61,6 +61,11 @@ impl Layer<Registry> for Router {
             layer.on_exit(id, ctx);
         }
     }
+    fn on_close(&self, id: Id, ctx: Context<'_, Registry>) {
+        if let Some(layer) = route() {
+            layer.on_close(id, ctx);
+        }
+    }
 }
 
 /// Runs `f` with `layer` seeing what this thread reports, and only that.
