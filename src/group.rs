@@ -620,8 +620,14 @@ impl Group {
         self.shared.name.as_deref()
     }
 
-    pub(crate) fn shared(&self) -> &Arc<Shared> {
-        &self.shared
+}
+
+// `Registry`'s one method that names `Group`, here so that the registry's module does not
+// depend on this one (which depends on it for `Builder::registry`).
+impl Registry {
+    /// Adds `group` (all its clones). Returns `false` if it was registered already.
+    pub fn add_group(&self, group: &Group) -> bool {
+        self.add_shared(&group.shared)
     }
 }
 

@@ -4,7 +4,6 @@
 use std::fmt;
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 
-use crate::group::Group;
 use crate::history::History;
 use crate::limiter::Limiter;
 use crate::shared::{Domain, Shared};
@@ -18,6 +17,8 @@ use crate::stats::Stats;
 /// running tasks hold it too.)
 /// Clones share the list. Register a group with [`Builder::registry`](crate::Builder::registry)
 /// or [`Registry::add_group`], a limiter with [`Registry::add_limiter`].
+///
+/// [`Group::name`]: crate::Group::name
 ///
 /// # Examples
 ///
@@ -84,7 +85,7 @@ pub struct Component {
     pub id: u64,
     /// A group or a limiter.
     pub kind: Kind,
-    /// [`Group::name`] or [`Limiter::name`].
+    /// [`Group::name`](crate::Group::name) or [`Limiter::name`].
     pub name: Option<String>,
     /// Its [`History`]: running, waiting and limit now, and the last 10 s, 1 min and 5 min.
     pub history: History,
@@ -96,7 +97,7 @@ pub struct Component {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Kind {
-    /// A [`Group`].
+    /// A [`Group`](crate::Group).
     Group,
     /// A [`Limiter`].
     Limiter,
@@ -112,11 +113,6 @@ impl Registry {
     fn list(&self) -> std::sync::MutexGuard<'_, List> {
         // Nothing under this lock can panic midway: the list is sound.
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// Adds `group` (all its clones). Returns `false` if it was registered already.
-    pub fn add_group(&self, group: &Group) -> bool {
-        self.add_shared(group.shared())
     }
 
     pub(crate) fn add_shared(&self, shared: &Arc<Shared>) -> bool {
