@@ -619,7 +619,6 @@ impl Group {
     pub fn name(&self) -> Option<&str> {
         self.shared.name.as_deref()
     }
-
 }
 
 // `Registry`'s one method that names `Group`, here so that the registry's module does not

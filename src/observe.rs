@@ -268,30 +268,45 @@ pub(crate) fn throttled(owner: Owner<'_>, up: bool, outcome: &ThrottleOutcome) {
 
 // ===== metrics =====
 
-/// A group's metrics: its part of the series of its name, made when the group is built, from
-/// the recorder installed then. Groups with the same name (every unnamed group, say) report
-/// into one series: counters and gauges are their sums.
-pub(crate) struct GroupMetrics {
+/// What a group or limiter reads for the `metrics` feature, and the series it sums into.
+pub(crate) trait Reading: Copy {
     #[cfg(feature = "metrics")]
-    inner: metrics_impl::Part<metrics_impl::GroupSeries>,
+    type Series: metrics_impl::Series<Reading = Self>;
 }
 
-/// A limiter's metrics, shared by the limiter's handles and the groups that use it; limiters
-/// with the same name report into one series.
-pub(crate) struct LimiterMetrics {
+impl Reading for GroupReading {
     #[cfg(feature = "metrics")]
-    inner: metrics_impl::Part<metrics_impl::LimiterSeries>,
+    type Series = metrics_impl::GroupSeries;
 }
+
+impl Reading for LimiterReading {
+    #[cfg(feature = "metrics")]
+    type Series = metrics_impl::LimiterSeries;
+}
+
+/// A group's or limiter's metrics: its part of the series of its name, made when it is
+/// built, from the recorder installed then. Groups (or limiters) with the same name (every
+/// unnamed group, say) report into one series: counters and gauges are their sums.
+pub(crate) struct Metrics<R: Reading> {
+    #[cfg(feature = "metrics")]
+    inner: metrics_impl::Part<R::Series>,
+    #[cfg(not(feature = "metrics"))]
+    _reading: std::marker::PhantomData<R>,
+}
+
+/// A group's metrics.
+pub(crate) type GroupMetrics = Metrics<GroupReading>;
+
+/// A limiter's metrics, shared by the limiter's handles and the groups that use it.
+pub(crate) type LimiterMetrics = Metrics<LimiterReading>;
 
 // A panic while a recorder records is caught and leaves nothing of ours half-changed. Without
 // these, the `metrics` feature would take `UnwindSafe` away from `Group` and `Limiter`, and
 // enabling a feature must not break code that compiled without it.
-impl std::panic::RefUnwindSafe for GroupMetrics {}
-impl std::panic::UnwindSafe for GroupMetrics {}
-impl std::panic::RefUnwindSafe for LimiterMetrics {}
-impl std::panic::UnwindSafe for LimiterMetrics {}
+impl<R: Reading> std::panic::RefUnwindSafe for Metrics<R> {}
+impl<R: Reading> std::panic::UnwindSafe for Metrics<R> {}
 
-impl GroupMetrics {
+impl<R: Reading> Metrics<R> {
     /// Whether there is anything to report: without the `metrics` feature, callers skip the
     /// reading.
     pub(crate) const ON: bool = cfg!(feature = "metrics");
@@ -301,15 +316,17 @@ impl GroupMetrics {
         Self {
             #[cfg(feature = "metrics")]
             inner: metrics_impl::Part::new(label(name)),
+            #[cfg(not(feature = "metrics"))]
+            _reading: std::marker::PhantomData,
         }
     }
 
-    /// Keeps `reading` as the group's latest; `true` if it changed, and the series wants a
-    /// [`report`](Self::report). Called under the group's lock, so that two readings are
-    /// stored in the order they were read; takes only this module's lock.
+    /// Keeps `reading` as the latest; `true` if it changed, and the series wants a
+    /// [`report`](Self::report). Called under the group's (or limiter's) lock, so that two
+    /// readings are stored in the order they were read; takes only this module's lock.
     #[cfg_attr(not(feature = "metrics"), allow(unused_variables))]
     #[inline]
-    pub(crate) fn store(&self, reading: GroupReading) -> bool {
+    pub(crate) fn store(&self, reading: R) -> bool {
         #[cfg(feature = "metrics")]
         return self.inner.store(reading);
         #[cfg(not(feature = "metrics"))]
@@ -317,33 +334,6 @@ impl GroupMetrics {
     }
 
     /// Hands the series' sums to the recorder. Call after `store`, with no lock held.
-    #[inline]
-    pub(crate) fn report(&self) {
-        #[cfg(feature = "metrics")]
-        self.inner.report();
-    }
-}
-
-impl LimiterMetrics {
-    #[cfg_attr(not(feature = "metrics"), allow(unused_variables))]
-    pub(crate) fn new(name: Option<&str>) -> Self {
-        Self {
-            #[cfg(feature = "metrics")]
-            inner: metrics_impl::Part::new(label(name)),
-        }
-    }
-
-    /// As [`GroupMetrics::store`], under the limiter's lock.
-    #[cfg_attr(not(feature = "metrics"), allow(unused_variables))]
-    #[inline]
-    pub(crate) fn store(&self, reading: LimiterReading) -> bool {
-        #[cfg(feature = "metrics")]
-        return self.inner.store(reading);
-        #[cfg(not(feature = "metrics"))]
-        false
-    }
-
-    /// As [`GroupMetrics::report`].
     #[inline]
     pub(crate) fn report(&self) {
         #[cfg(feature = "metrics")]
@@ -401,7 +391,7 @@ mod metrics_impl {
 
     /// What one name's series sums, and how it reports the sums. The sums are kept as parts
     /// change (O(1) a change, however many groups share the name).
-    pub(super) trait Series: Send + Sync + 'static {
+    pub(crate) trait Series: Send + Sync + 'static {
         type Reading: Copy + Default + Send + PartialEq;
         type Total: Default + Send;
         /// The handles of `name`, from the recorder installed now.
@@ -427,7 +417,7 @@ mod metrics_impl {
 
     /// One name's series: its handles, and the latest reading of each group (or limiter) of
     /// that name.
-    pub(super) struct Shared<S: Series> {
+    pub(crate) struct Shared<S: Series> {
         /// Its name and recorder: its key in [`Series::all`].
         key: (String, usize),
         publisher: Publisher,
@@ -628,7 +618,7 @@ mod metrics_impl {
     /// Gauges summed over the parts of a name: limits as the count of parts without one
     /// (`usize::MAX`) and the sum of the others, so that a part can be taken away again.
     #[derive(Debug, Default, Clone, Copy)]
-    pub(super) struct Gauges {
+    pub(crate) struct Gauges {
         waiting: u64,
         running: u64,
         limits: u128,
@@ -663,12 +653,12 @@ mod metrics_impl {
 
     /// A group series' sums.
     #[derive(Debug, Default)]
-    pub(super) struct GroupTotal {
+    pub(crate) struct GroupTotal {
         counts: GroupReading,
         gauges: Gauges,
     }
 
-    pub(super) struct GroupSeries {
+    pub(crate) struct GroupSeries {
         scheduled: Counter,
         started: Counter,
         completed: Counter,
@@ -788,7 +778,7 @@ mod metrics_impl {
         }
     }
 
-    pub(super) struct LimiterSeries {
+    pub(crate) struct LimiterSeries {
         limit: Gauge,
         running: Gauge,
         waiting: Gauge,

@@ -15,112 +15,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use metrics::{
-    Counter, CounterFn, Gauge, GaugeFn, Histogram, HistogramFn, Key, KeyName, Metadata, Recorder,
-    SharedString, Unit,
+    Counter, Gauge, GaugeFn, Histogram, Key, KeyName, Metadata, Recorder, SharedString, Unit,
 };
 use schedgroup::{Group, Limiter, Registry};
 use tokio::time::timeout;
 
-// ===== a recorder that keeps every value (as in hostile_observe.rs) =====
-
-/// Every value handed to a handle, in order, per `name{labels}`.
-#[derive(Clone, Default)]
-struct Rec {
-    log: Arc<Mutex<Vec<(String, f64)>>>,
-}
-
-impl Rec {
-    fn values(&self, key: &str) -> Vec<f64> {
-        self.log
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|(k, _)| k == key)
-            .map(|&(_, v)| v)
-            .collect()
-    }
-
-    fn last(&self, key: &str) -> Option<f64> {
-        self.values(key).last().copied()
-    }
-
-    fn handle(&self, key: &Key) -> Arc<Handle> {
-        let labels: Vec<String> = key
-            .labels()
-            .map(|l| format!("{}=\"{}\"", l.key(), l.value()))
-            .collect();
-        Arc::new(Handle {
-            key: format!("{}{{{}}}", key.name(), labels.join(",")),
-            rec: self.clone(),
-        })
-    }
-}
-
-struct Handle {
-    key: String,
-    rec: Rec,
-}
-
-impl Handle {
-    fn push(&self, value: f64) {
-        self.rec.log.lock().unwrap().push((self.key.clone(), value));
-    }
-}
-
-impl CounterFn for Handle {
-    fn increment(&self, value: u64) {
-        // A recorder's counter: one per name, which increments add to (the crate reports
-        // what its counters grew by). Logged as the counter's new value.
-        let last = {
-            let log = self.rec.log.lock().unwrap();
-            log.iter()
-                .rev()
-                .find(|(k, _)| *k == self.key)
-                .map_or(0.0, |&(_, v)| v)
-        };
-        self.push(last + value as f64);
-    }
-    fn absolute(&self, value: u64) {
-        self.push(value as f64);
-    }
-}
-
-impl GaugeFn for Handle {
-    fn increment(&self, _: f64) {
-        unreachable!("the crate sets gauges")
-    }
-    fn decrement(&self, _: f64) {
-        unreachable!("the crate sets gauges")
-    }
-    fn set(&self, value: f64) {
-        self.push(value);
-    }
-}
-
-impl HistogramFn for Handle {
-    fn record(&self, value: f64) {
-        self.push(value);
-    }
-}
-
-impl Recorder for Rec {
-    fn describe_counter(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
-    fn describe_gauge(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
-    fn describe_histogram(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
-    fn register_counter(&self, key: &Key, _: &Metadata<'_>) -> Counter {
-        Counter::from_arc(self.handle(key))
-    }
-    fn register_gauge(&self, key: &Key, _: &Metadata<'_>) -> Gauge {
-        Gauge::from_arc(self.handle(key))
-    }
-    fn register_histogram(&self, key: &Key, _: &Metadata<'_>) -> Histogram {
-        Histogram::from_arc(self.handle(key))
-    }
-}
-
-fn key(name: &str, group: &str) -> String {
-    format!("{name}{{group=\"{group}\"}}")
-}
+use common::metrics::{Rec, key};
 
 fn build(rec: &dyn Recorder, builder: schedgroup::Builder) -> Group {
     metrics::with_local_recorder(rec, || builder.build())

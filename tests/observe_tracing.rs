@@ -86,19 +86,13 @@ impl<S: Subscriber + for<'a> LookupSpan<'a>> Layer<S> for Capture {
     }
 }
 
-fn paused_runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .start_paused(true)
-        .build()
-        .expect("a current-thread runtime builds")
-}
-
 /// Runs `test` on a paused runtime on this thread with the capturing layer (routed to this
 /// thread by the binary's one subscriber: see `common::trace`), and returns what it recorded.
 fn captured(test: impl AsyncFnOnce()) -> Capture {
     let capture = Capture::default();
-    common::trace::traced(capture.clone(), || paused_runtime().block_on(test()));
+    common::trace::traced(capture.clone(), || {
+        common::current_thread(true).block_on(test())
+    });
     capture
 }
 

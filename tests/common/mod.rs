@@ -2,6 +2,8 @@
 #![allow(dead_code, unreachable_pub)]
 
 pub mod counting;
+#[cfg(feature = "metrics")]
+pub mod metrics;
 pub mod outputs;
 #[cfg(feature = "tracing")]
 pub mod trace;
