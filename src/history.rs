@@ -336,14 +336,8 @@ impl Log {
         let lateness = now.saturating_sub(deadline);
         let bin = bin(lateness);
         for ring in &mut self.rings {
+            ring.wait(deadline, now);
             let slot = ring.newest_slot();
-            if deadline >= ring.current.saturating_mul(ring.width) {
-                // The whole wait is in the current step (the common case).
-                let bucket = &mut ring.buckets[slot];
-                bucket.waited = bucket.waited.saturating_add(lateness);
-            } else {
-                ring.wait(deadline, now);
-            }
             ring.detail(slot).lateness.record_in(bin, lateness);
         }
     }
@@ -394,6 +388,12 @@ impl Ring {
     /// A task waited from `deadline` to `now`: adds what of that lies in the steps kept to
     /// each step's `waited`.
     fn wait(&mut self, deadline: u64, now: u64) {
+        if deadline >= self.current.saturating_mul(self.width) {
+            // The whole wait is in the current step (the common case): no division.
+            let bucket = self.newest();
+            bucket.waited = bucket.waited.saturating_add(now.saturating_sub(deadline));
+            return;
+        }
         let first = self.current.saturating_sub(SLOTS as u64 - 1);
         let from = (deadline / self.width).max(first);
         let to = (now / self.width).min(self.current);

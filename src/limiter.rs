@@ -13,7 +13,7 @@ use tokio::time::Instant;
 use crate::clock::Clock;
 use crate::driver::apply_limiter;
 use crate::history::History;
-use crate::observe::{self, GroupMetrics, LimiterMetrics, Owner};
+use crate::observe::{self, LimiterMetrics, Owner};
 use crate::pool::{Place, Pool};
 use crate::shared::{Domain, Effects, Ticket, lock};
 use crate::throttle::{Throttle, ThrottleOutcome, ThrottleState};
@@ -192,7 +192,7 @@ impl Limiter {
     /// Reports the gauges to the `metrics` feature's recorder (nothing without it).
     #[inline]
     fn publish(&self) {
-        if !GroupMetrics::ON {
+        if !LimiterMetrics::ON {
             return;
         }
         let changed = self.metrics.store(lock(&self.domain).limiter_reading());
