@@ -250,9 +250,16 @@ fn two_waiters_during_a_held_refusal_report_the_panic_exactly_once() {
     let release = Arc::new(AtomicBool::new(false));
     let payload = HeldPayload::new(&holding, &release);
     let dropped = payload.dropped.clone();
-    let a = group.delay_join(Duration::ZERO, async move { panic_with(payload) });
+    // A ends only once its handle is gone (otherwise the handle takes the panic, and the test
+    // thread, dropping it, blocks in the held payload's `Drop`: seen once in CI).
+    let (go, g) = gate();
+    let a = group.delay_join(Duration::ZERO, async move {
+        g.open().await;
+        panic_with(payload)
+    });
     let a_id = a.id();
     drop(a);
+    go.store(true, Ordering::SeqCst);
     spin_until(|| holding.load(Ordering::SeqCst));
     let waiters: Vec<_> = (0..2)
         .map(|_| {
@@ -807,14 +814,27 @@ fn every_panic_payload_is_dropped_once_and_reported_by_one_party() {
         let p = || Counted(drops.clone());
         let (p1, p2, p3, p4, p5) = (p(), p(), p(), p(), p());
         made += 5;
+        // The refused two end only once their requesters are gone: a delay of a millisecond
+        // of real time was not enough on a loaded machine (the handle took the panic, and
+        // `wait()` reported two).
+        let (go, g) = gate();
+        let g = Arc::new(g);
         let taken = group.delay_join(Duration::ZERO, async move { panic_with(p1) });
-        let refused = group.delay_join(ms(1), async move { panic_with(p2) });
+        let g2 = g.clone();
+        let refused = group.delay_join(Duration::ZERO, async move {
+            g2.open().await;
+            panic_with(p2)
+        });
         drop(refused);
         let mut live = group.results::<u32>();
         live.delay(Duration::ZERO, async move { panic_with(p3) });
         let gone = group.results::<u32>();
-        gone.delay(ms(1), async move { panic_with(p4) });
+        gone.delay(Duration::ZERO, async move {
+            g.open().await;
+            panic_with(p4)
+        });
         drop(gone);
+        go.store(true, Ordering::SeqCst);
         let plain = group.delay(Duration::ZERO, async move {
             panic_with(p5);
         });
