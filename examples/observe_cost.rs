@@ -11,17 +11,22 @@
 //! cargo run --release --all-features --example observe_cost               # features, nothing installed
 //! cargo run --release --all-features --example observe_cost -- --recorder # a Prometheus recorder
 //! cargo run --release --all-features --example observe_cost -- --subscriber # a tracing registry
+//! cargo run --release --example observe_cost -- --adaptive               # an adaptive cap
 //! ```
+//!
+//! With `--adaptive` the group's cap of 16 is an [`Adaptive`](schedgroup::Adaptive) one
+//! (AIMD, ceiling 16): every end is a sample, every 32 a decision.
 
 use std::time::{Duration, Instant};
 
-use schedgroup::Group;
+use schedgroup::{Adaptive, Group};
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let count: u64 = args.iter().find_map(|a| a.parse().ok()).unwrap_or(200_000);
     let recorder = args.iter().any(|a| a == "--recorder");
     let subscriber = args.iter().any(|a| a == "--subscriber");
+    let adaptive = args.iter().any(|a| a == "--adaptive");
     if recorder {
         #[cfg(feature = "metrics")]
         {
@@ -44,7 +49,11 @@ fn main() {
         .build()
         .expect("a runtime");
     let elapsed = runtime.block_on(async {
-        let group = Group::builder().name("cost").max_concurrent(16).build();
+        let mut builder = Group::builder().name("cost").max_concurrent(16);
+        if adaptive {
+            builder = builder.adaptive(Adaptive::aimd().ceiling(16));
+        }
+        let group = builder.build();
         let start = Instant::now();
         for i in 0..count {
             group.delay(Duration::from_millis(i % 100), async {
@@ -66,8 +75,9 @@ fn main() {
         (false, true) => "metrics",
         (true, true) => "tracing + metrics",
     };
+    let cap = if adaptive { "adaptive cap" } else { "cap" };
     println!(
-        "{count} tasks, {features}, {installed}: {:.0} ns a task (schedule, run, end)",
+        "{count} tasks, {features}, {installed}, {cap}: {:.0} ns a task (schedule, run, end)",
         elapsed.as_nanos() as f64 / count as f64
     );
 }

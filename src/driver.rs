@@ -58,7 +58,7 @@ use tokio::time::{Instant, sleep_until};
 use crate::clock::Clock;
 use crate::error::CancelledBy;
 use crate::id::{self, TaskId};
-use crate::observe::TaskSpan;
+use crate::observe::{self, TaskSpan};
 use crate::pool::{Action, Ran, Started, Step, Wake};
 use crate::shared::{Domain, Effects, Shared, lock};
 use crate::task::{BoxTask, End, Handed, poll_catching, wake_catching};
@@ -116,16 +116,21 @@ pub(crate) fn apply_limiter(domain: &Domain, fx: Effects) {
 /// free slots are handed out: without a yield or anything else in between to wait for, so a
 /// free slot never waits for a task that may not run again (pool invariant 2).
 fn carry_out(domain: &Domain, mut own: Option<&Arc<Shared>>, mut fx: Effects) {
+    // Reported once the effects are carried out: a subscriber's time delays no start.
+    let adapted = fx.adapted.take();
     loop {
         let more = fx.more;
         apply_once(own, fx);
         if !more {
-            return;
+            break;
         }
         // What `resume` starts or wakes is named in `others`, the caller's group included.
         own = None;
         let at = Clock::process().now();
         fx = lock(domain).resume(at);
+    }
+    if let Some(adapted) = adapted {
+        observe::adapted(&adapted);
     }
 }
 
@@ -451,6 +456,7 @@ fn close(
     let ran = Ran {
         id: started.id,
         at: started.at.map(NonZeroU64::get),
+        overload: started.task.overloaded(),
     };
     let fx = shared
         .lock()

@@ -11,6 +11,7 @@ use tokio::runtime::Handle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::adaptive::Adaptive;
 use crate::clock::Clock;
 use crate::error::WaitError;
 use crate::every::Every;
@@ -516,6 +517,36 @@ impl Group {
         self.set_max_concurrent(limit)
     }
 
+    /// Sets (or, with `None`, removes) an adaptive controller of the group's own cap: see
+    /// [`Adaptive`] and [`Builder::adaptive`]. A controller set again starts afresh; the cap
+    /// is brought within the new floor and ceiling at once. A cap set by hand afterwards
+    /// ([`set_max_concurrent`](Group::set_max_concurrent), a throttle) is where the controller
+    /// goes on from.
+    pub fn set_adaptive(&self, adaptive: impl Into<Option<Adaptive>>) {
+        self.shared.set_adaptive(adaptive.into());
+    }
+
+    /// Signals overload to the adaptive controllers of this group's cap and of its limiter,
+    /// if they exist (see [`Adaptive`]): call it from a task that met an HTTP 429 or 503, say.
+    /// A signal within one mean run time of the controller's last change is ignored, since
+    /// it tells of the limit before. Without a controller it does nothing.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// use schedgroup::{Adaptive, Group};
+    ///
+    /// let group = Group::builder().max_concurrent(20).adaptive(Adaptive::aimd()).build();
+    /// group.overloaded();
+    /// assert_eq!(group.max_concurrent(), 16);
+    /// # }
+    /// ```
+    pub fn overloaded(&self) {
+        self.shared.overloaded();
+    }
+
     /// Replaces the throttle [`throttle_down`](Group::throttle_down) and
     /// [`throttle_up`](Group::throttle_up) use on this group's own cap (by default
     /// [`Throttle::default`], with the initial cap as the ceiling). A `ceiling` of `None` means
@@ -676,6 +707,7 @@ pub struct Builder {
     limiter: Option<Limiter>,
     reserve: usize,
     registry: Option<Registry>,
+    adaptive: Option<Adaptive>,
 }
 
 impl Default for Builder {
@@ -695,6 +727,7 @@ impl Builder {
             limiter: None,
             reserve: 0,
             registry: None,
+            adaptive: None,
         }
     }
 
@@ -723,6 +756,16 @@ impl Builder {
     /// groups may share one limiter; see [`Limiter`] for how a freed slot is shared out.
     pub fn limiter(mut self, limiter: &Limiter) -> Self {
         self.limiter = Some(limiter.clone());
+        self
+    }
+
+    /// The group's own cap adapts to its tasks' run times and overload (see [`Adaptive`]),
+    /// starting from [`max_concurrent`](Builder::max_concurrent) brought within the
+    /// controller's floor and ceiling (a group without a cap starts at the ceiling). To adapt
+    /// a limit shared by several groups, set it on their [`Limiter`] instead
+    /// ([`Limiter::set_adaptive`]).
+    pub fn adaptive(mut self, adaptive: Adaptive) -> Self {
+        self.adaptive = Some(adaptive);
         self
     }
 
@@ -814,6 +857,9 @@ impl Builder {
         );
         if let Some(registry) = &self.registry {
             registry.add_shared(&shared);
+        }
+        if let Some(adaptive) = self.adaptive {
+            shared.set_adaptive(Some(adaptive));
         }
         // Its cap counts in its name's limit gauge from the start (`metrics` feature).
         shared.publish();

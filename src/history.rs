@@ -14,6 +14,8 @@
 
 use std::time::Duration;
 
+use crate::adaptive::AdaptiveState;
+
 use crate::task::Outcome;
 
 const SECOND: u64 = 1_000_000_000;
@@ -64,6 +66,9 @@ pub struct History {
     pub limit: usize,
     /// The last 10 seconds, 1 minute and 5 minutes, in that order.
     pub windows: [Window; 3],
+    /// What the adaptive controller of the limit is doing, if there is one
+    /// ([`Adaptive`](crate::Adaptive)).
+    pub adaptive: Option<AdaptiveState>,
 }
 
 /// Activity over one trailing window, at a resolution of a tenth of its `span`.

@@ -78,6 +78,22 @@
 //! dropped (their outputs are then dropped). The future is always dropped before its requester
 //! hears how it ended. `BENCHMARKS.md` measures each against a `JoinSet`.
 //!
+//! # Adaptive limits
+//!
+//! A limit need not be a guess: [`Limiter::set_adaptive`] (or [`Builder::adaptive`] for a
+//! group's own cap) lets an [`Adaptive`] controller move it from what the tasks measure, with
+//! nothing for the tasks to do: each task's run time, timed by the group, and overload, which
+//! a task shows by panicking, by an output a [`Results::overload_when`] classifier picks, or by
+//! calling [`Group::overloaded`]. AIMD ([`Algorithm::Aimd`]) and a gradient
+//! ([`Algorithm::Gradient`]) keep the limit just past the backend's knee, cut it at once on
+//! overload, raise it only while the limit is reached and due work waits, and re-measure the
+//! backend's no-load time as it changes. Being deadline-scheduled, the crate also sees how
+//! late work starts ([`Window::start_lateness`]); the controller lets lateness allow a raise
+//! and the run time permit it, so late work never raises a limit the backend cannot take.
+//! `cargo run --release --example adaptive` compares them, on a simulated backend whose
+//! capacity moves, with fixed limits and the published defaults of other controllers
+//! (`BENCHMARKS.md`, "Adaptive limits").
+//!
 //! # Seeing inside: history, a registry, tracing and metrics
 //!
 //! Without any feature: [`Group::history`] and [`Limiter::history`] give running, waiting and
@@ -98,6 +114,7 @@
 //! | a group cancelled | INFO | `group cancelled` | `group` |
 //! | a limit set by hand | INFO | `limit changed` | `group` or `limiter`, `from`, `to` (only if it changed) |
 //! | a throttle's decision | INFO | `throttle` | `group` or `limiter`, `direction` (`up`, `down`), `outcome` (the [`ThrottleOutcome`], as `Debug`, applied or refused) |
+//! | an adaptive controller's change | INFO | `adaptive decision` | `group` or `limiter`, `algorithm`, `from`, `to`, `reason` (`overload`, `latency`, `room`, `probe`), `latency_us` (the mean run time it decided on), `no_load_us` (its no-load estimate) |
 //!
 //! Filter with the target: `schedgroup=warn` keeps panics and drops the per-task span.
 //!
@@ -320,6 +337,7 @@
     unreachable_pub
 )]
 
+mod adaptive;
 mod cancel;
 mod clock;
 mod driver;
@@ -342,6 +360,7 @@ mod stats;
 mod task;
 mod throttle;
 
+pub use crate::adaptive::{Adaptive, AdaptiveState, Algorithm, Decision, Reason};
 pub use crate::error::{CancelledBy, JoinError, WaitError};
 pub use crate::every::Every;
 pub use crate::group::{Builder, Group};

@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 
 use tokio::time::Instant;
 
+use crate::adaptive::Adaptive;
 use crate::clock::Clock;
 use crate::driver::apply_limiter;
 use crate::history::History;
@@ -250,6 +251,50 @@ impl Limiter {
         self.carry_out(fx);
         observe::limit_set(Owner::Limiter(self.name()), old, limit);
         old != limit
+    }
+
+    /// Sets (or, with `None`, removes) an adaptive controller of the limit, fed by the tasks of
+    /// every group that uses this limiter: see [`Adaptive`]. The limit is brought within the
+    /// controller's floor and ceiling at once, and goes on from there; a limit set by hand
+    /// later (or by a throttle) is where the controller goes on from. Permits
+    /// ([`acquire`](Limiter::acquire)) hold slots but are no samples.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// use schedgroup::{Adaptive, Algorithm, Limiter};
+    ///
+    /// let limiter = Limiter::named("api", 5000);
+    /// limiter.set_adaptive(Adaptive::gradient().ceiling(200));
+    /// assert_eq!(limiter.limit(), 200, "brought within the ceiling");
+    /// let state = limiter.history().adaptive.unwrap();
+    /// assert_eq!(state.algorithm, Algorithm::Gradient);
+    /// assert_eq!(state.no_load_latency, None, "nothing measured yet");
+    /// limiter.set_adaptive(None);
+    /// assert!(limiter.history().adaptive.is_none());
+    /// # }
+    /// ```
+    pub fn set_adaptive(&self, adaptive: impl Into<Option<Adaptive>>) {
+        let now = Clock::process().now();
+        let adaptive = adaptive.into().map(|a| (a, self.shared_name()));
+        let (from, to, fx) = lock(&self.domain).set_adaptive(adaptive, now);
+        self.carry_out(fx);
+        observe::limit_set(Owner::Limiter(self.name()), from, to);
+    }
+
+    /// Signals overload to the limit's adaptive controller, if it has one (see [`Adaptive`]).
+    /// A signal within one mean run time of the controller's last change is ignored, since it
+    /// tells of the limit before. A task of a group on this limiter can call
+    /// [`Group::overloaded`](crate::Group::overloaded) instead, which tells the group's own
+    /// controller too.
+    pub fn overloaded(&self) {
+        let now = Clock::process().now();
+        let adapted = lock(&self.domain).limiter_overloaded(now);
+        if let Some(adapted) = adapted {
+            observe::adapted(&adapted);
+        }
     }
 
     /// Replaces the throttle [`throttle_down`](Limiter::throttle_down) and

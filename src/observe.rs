@@ -17,6 +17,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use tokio::time::Instant;
 
+use crate::adaptive::Adapted;
 #[cfg(feature = "tracing")]
 use crate::error::CancelledBy;
 use crate::task::End;
@@ -235,6 +236,42 @@ pub(crate) fn limit_set(owner: Owner<'_>, from: usize, to: usize) {
             }
             Owner::Limiter(name) => {
                 tracing::info!(target: "schedgroup", limiter = label(name), from, to, "limit changed");
+            }
+        });
+    }
+}
+
+/// Reports a change an adaptive controller made.
+#[cfg_attr(not(feature = "tracing"), allow(unused_variables))]
+#[inline]
+pub(crate) fn adapted(adapted: &Adapted) {
+    #[cfg(feature = "tracing")]
+    {
+        let Adapted {
+            limiter,
+            name,
+            algorithm,
+            change,
+        } = adapted;
+        let (algorithm, reason) = (algorithm.name(), change.reason.name());
+        let (from, to) = (change.from, change.to);
+        let latency_us = change.latency / 1_000;
+        let no_load_us = change.no_load / 1_000;
+        quietly(|| {
+            if *limiter {
+                tracing::info!(
+                    target: "schedgroup",
+                    limiter = label(name.as_deref()),
+                    algorithm, from, to, reason, latency_us, no_load_us,
+                    "adaptive decision"
+                );
+            } else {
+                tracing::info!(
+                    target: "schedgroup",
+                    group = label(name.as_deref()),
+                    algorithm, from, to, reason, latency_us, no_load_us,
+                    "adaptive decision"
+                );
             }
         });
     }

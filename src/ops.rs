@@ -7,6 +7,7 @@ use std::sync::atomic::Ordering;
 
 use tokio::time::Instant;
 
+use crate::adaptive::Adaptive;
 use crate::driver::apply;
 use crate::error::CancelledBy;
 use crate::observe::{self, Owner};
@@ -136,6 +137,26 @@ impl Shared {
         apply(self, fx);
         observe::limit_set(Owner::Group(self.name.as_deref()), old, limit);
         old != limit
+    }
+
+    /// Sets or removes the controller of the cap.
+    pub(crate) fn set_adaptive(self: &Arc<Self>, adaptive: Option<Adaptive>) {
+        let now = self.clock.now();
+        let at = self.at();
+        let name = self.name.as_deref().map(Arc::from);
+        let (from, to, fx) =
+            self.lock()
+                .set_group_adaptive(self.id, adaptive.map(|a| (a, name)), now, at);
+        apply(self, fx);
+        observe::limit_set(Owner::Group(self.name.as_deref()), from, to);
+    }
+
+    /// Overload was signalled: the cap's controller and the limiter's hear of it.
+    pub(crate) fn overloaded(self: &Arc<Self>) {
+        let now = self.clock.now();
+        let at = self.at();
+        let fx = self.lock().overloaded(self.id, now, at);
+        apply(self, fx);
     }
 
     /// Replaces the throttle; `ceiling: None` means the cap now.

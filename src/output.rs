@@ -36,6 +36,13 @@ pub(crate) trait Sink<T>: Send + 'static {
 
     /// Whether the requester is still there to receive what is sent.
     fn receiving(&self) -> bool;
+
+    /// Whether `output` signals overload to an adaptive limit (a requester's classifier;
+    /// none by default). A panicking classifier says no.
+    fn overload(&self, output: &T) -> bool {
+        let _ = output;
+        false
+    }
 }
 
 /// What became of a result a [`Sink`] was given.
@@ -76,6 +83,7 @@ where
             },
             sink: Some(self.sink),
             result: None,
+            overload: false,
         })
     }
 }
@@ -108,6 +116,8 @@ pin_project_lite::pin_project! {
         sink: Option<S>,
         // Settled by `end`, sent by `deliver`.
         result: Option<Result<F::Output, JoinError>>,
+        // The output was classified as overload (`Sink::overload`), by `end`.
+        overload: bool,
     }
 }
 
@@ -125,6 +135,9 @@ where
         let this = self.project();
         let (dropped, output) = this.stage.finish();
         let outcome = counted(&end, dropped.is_ok());
+        // Classified before anything else can drop it, and only if the task completed.
+        *this.overload = outcome == Outcome::Completed
+            && matches!((&output, this.sink.as_ref()), (Some(output), Some(sink)) if sink.overload(output));
         let task = TaskId::new(id);
         // An output nobody will receive (the handle or the `Results` is gone) is dropped now,
         // so that a panic in its `Drop` counts as it would for a task whose output nobody asked
@@ -170,6 +183,10 @@ where
 
     fn hands_panic(&self) -> bool {
         matches!(&self.result, Some(Err(err)) if err.is_panic())
+    }
+
+    fn overloaded(&self) -> bool {
+        self.overload
     }
 
     fn deliver(mut self: Pin<Box<Self>>, id: u64) -> Handed {
@@ -343,10 +360,16 @@ impl<T> fmt::Debug for JoinHandle<T> {
 /// What a [`Results`] and its tasks' deliveries share.
 struct Collector<T> {
     state: Mutex<Collected<T>>,
+    /// Picks outputs that signal overload ([`Results::overload_when`]); cloned out of the
+    /// lock before it is called.
+    classify: Mutex<Option<Classifier<T>>>,
     /// Whether the `Results` is still there to take results: written under `state`'s lock,
     /// read without it by `receiving`.
     open: AtomicBool,
 }
+
+/// A [`Results::overload_when`] classifier.
+type Classifier<T> = Arc<dyn Fn(&T) -> bool + Send + Sync>;
 
 struct Collected<T> {
     /// Results not taken yet, in the order the tasks ended.
@@ -408,6 +431,20 @@ impl<T: Send + 'static> Sink<T> for Delivery<T> {
             .as_ref()
             .is_some_and(|collector| collector.open.load(Ordering::Acquire))
     }
+
+    fn overload(&self, output: &T) -> bool {
+        let Some(collector) = &self.0 else {
+            return false;
+        };
+        let classify = collector
+            .classify
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        classify.is_some_and(|classify| {
+            catch_unwind(AssertUnwindSafe(|| classify(output))).unwrap_or(false)
+        })
+    }
 }
 
 impl<T> Drop for Delivery<T> {
@@ -466,8 +503,47 @@ impl<T: Send + 'static> Results<T> {
                     waker: None,
                 }),
                 open: AtomicBool::new(true),
+                classify: Mutex::new(None),
             }),
         }
+    }
+
+    /// Makes outputs that `classify` picks count as overload for an adaptive limit on the
+    /// group or its limiter (see [`Adaptive`](crate::Adaptive)): say `Err` of an HTTP 429 or
+    /// 503. It runs on the task's runner as the task ends, for each task of this `Results`
+    /// that completes, whether or not the `Results` is still there to take the output; it
+    /// replaces the classifier set before, if any. A classifier that panics says no.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// use schedgroup::{Adaptive, Group, Reason};
+    /// use std::time::Duration;
+    ///
+    /// let group = Group::builder().max_concurrent(10).adaptive(Adaptive::aimd()).build();
+    /// let mut results = group.results::<Result<(), u16>>();
+    /// results.overload_when(|r| matches!(r, Err(429 | 503)));
+    /// results.delay(Duration::ZERO, async { Err(503) });
+    /// results.join_next().await;
+    /// assert_eq!(group.max_concurrent(), 8, "cut by the default backoff, 0.8");
+    /// let last = group.history().adaptive.unwrap().last.unwrap();
+    /// assert_eq!(last.reason, Reason::Overload);
+    /// # }
+    /// ```
+    pub fn overload_when<F>(&self, classify: F)
+    where
+        F: Fn(&T) -> bool + Send + Sync + 'static,
+    {
+        let old = self
+            .collector
+            .classify
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .replace(Arc::new(classify));
+        // The old one's `Drop` is the user's: after unlocking.
+        drop(old);
     }
 
     /// Runs `future` after `delay`, as [`Group::delay`](crate::Group::delay) does, and collects its output here.

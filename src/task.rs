@@ -123,6 +123,12 @@ pub(crate) trait Task: Send {
         false
     }
 
+    /// Whether the output settled by `end` was classified as overload (see
+    /// [`Results::overload_when`](crate::Results::overload_when)). Asked after `end`.
+    fn overloaded(&self) -> bool {
+        false
+    }
+
     /// Hands the result settled by `end` to whoever awaits the task. Returns what the group
     /// must correct in how it counted the task, now that it knows whether the requester took
     /// the result.

@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use schedgroup::{Group, Limiter, ThrottleOutcome};
+use schedgroup::{Adaptive, Group, Limiter, ThrottleOutcome};
 use tokio::time::timeout;
 use tracing::field::{Field, Visit};
 use tracing::span::{Attributes, Id};
@@ -272,4 +272,48 @@ fn an_unnamed_groups_span_says_unnamed_and_a_cancelled_run_says_by_whom() {
     assert_eq!(ended.fields.get("by"), Some("handle"));
     assert_eq!(ended.fields.get("run_us"), Some("5000"));
     assert_eq!(ended.span.as_ref().unwrap().1.get("group"), Some("unnamed"));
+}
+
+#[test]
+fn adaptive_decisions_are_events_with_their_reason_and_estimates() {
+    let capture = captured(async || {
+        let group = Group::builder()
+            .name("crawler")
+            .max_concurrent(10)
+            .adaptive(Adaptive::aimd())
+            .build();
+        group.overloaded();
+        let backend = Limiter::named("backend", 20);
+        backend.set_adaptive(Adaptive::gradient());
+        backend.overloaded();
+    });
+    let events = capture.events.lock().unwrap().clone();
+    let decisions: Vec<_> = events
+        .iter()
+        .filter(|e| message(e) == "adaptive decision")
+        .map(|e| {
+            assert_eq!(
+                (e.target.as_str(), e.level),
+                ("schedgroup", tracing::Level::INFO)
+            );
+            let f = |name| e.fields.get(name).unwrap_or("-").to_owned();
+            [
+                f("group"),
+                f("limiter"),
+                f("algorithm"),
+                f("from"),
+                f("to"),
+                f("reason"),
+                f("latency_us"),
+                f("no_load_us"),
+            ]
+        })
+        .collect();
+    assert_eq!(
+        decisions,
+        [
+            ["crawler", "-", "aimd", "10", "8", "overload", "0", "0"],
+            ["-", "backend", "gradient", "20", "16", "overload", "0", "0"],
+        ]
+    );
 }

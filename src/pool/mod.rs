@@ -61,6 +61,7 @@ use crate::stats::{Counters, Stats};
 use crate::task::{Handed, Outcome};
 use crate::throttle::{Throttle, ThrottleOutcome, ThrottleState};
 
+mod adapt;
 #[cfg(test)]
 mod model;
 #[cfg(test)]
@@ -194,11 +195,13 @@ pub(crate) struct Started<T> {
     pub(crate) aborts: u64,
 }
 
-/// A task that ran: its id, and when it began ([`Started::at`]; `None` if it never did).
+/// A task that ran: its id, when it began ([`Started::at`]; `None` if it never did), and
+/// whether its output was classified as overload (for an adaptive limit).
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Ran {
     pub(crate) id: u64,
     pub(crate) at: Option<u64>,
+    pub(crate) overload: bool,
 }
 
 /// Hashes task ids, which are distinct and mostly consecutive: a multiply spreads them over
@@ -258,6 +261,8 @@ pub(crate) struct Effects<T, G, A> {
     /// [`Pool::resume`], again while it says `more` (invariant 2). Never set by a private
     /// pool, whose monitor continues instead.
     pub(crate) more: bool,
+    /// An adaptive limit changed: to report.
+    pub(crate) adapted: Option<Box<crate::adaptive::Adapted>>,
 }
 
 impl<T, G, A> Effects<T, G, A> {
@@ -269,6 +274,7 @@ impl<T, G, A> Effects<T, G, A> {
             others: Vec::new(),
             grants: Vec::new(),
             more: false,
+            adapted: None,
         }
     }
 
@@ -342,6 +348,8 @@ struct Member<T, G> {
     throttle: ThrottleState,
     /// Starts and ends, for `history()`.
     activity: Activity,
+    /// The controller of its own cap, if it adapts.
+    adaptive: Option<Box<adapt::Adapter>>,
 }
 
 impl<T: 'static, G> Member<T, G> {
@@ -456,6 +464,8 @@ pub(crate) struct Pool<T, G, A> {
     /// The member whose clock the transition under way has just read (its monitor's step or
     /// its runner's end): its starts know their time ([`Started::at`]).
     fresh: Option<MemberId>,
+    /// The controller of `limit`, if it adapts (a limiter's).
+    adaptive: Option<Box<adapt::Adapter>>,
 }
 
 // ===== impl Pool: members and their tasks =====
@@ -476,6 +486,7 @@ impl<T: 'static, G: Ctx, A> Pool<T, G, A> {
             activity: shared.then(Activity::new),
             budget: BUDGET,
             fresh: None,
+            adaptive: None,
         }
     }
 
@@ -503,6 +514,7 @@ impl<T: 'static, G: Ctx, A> Pool<T, G, A> {
             place: None,
             throttle: ThrottleState::new(Throttle::default(), k),
             activity: Activity::new(),
+            adaptive: None,
         };
         match self.vacant.pop() {
             Some(id) => {
@@ -759,6 +771,7 @@ impl<T: 'static, G: Ctx, A> Pool<T, G, A> {
         let Ran {
             id: task,
             at: started,
+            overload,
         } = ran;
         self.fresh = now.map(|_| id);
         let member = self.member(id);
@@ -775,6 +788,18 @@ impl<T: 'static, G: Ctx, A> Pool<T, G, A> {
                 activity.start(at, None);
             }
         }
+        let (adapted, raised) = if self.adapts(id) {
+            let end = adapt::End {
+                started,
+                now: end,
+                run,
+                outcome,
+                overload,
+            };
+            self.adapt_on_end(id, end)
+        } else {
+            (None, false)
+        };
         let member = self.member(id);
         member.counters.record(task, outcome, deferred);
         member.running.remove(&task);
@@ -787,8 +812,11 @@ impl<T: 'static, G: Ctx, A> Pool<T, G, A> {
         member.cap.release();
         member.activity.end(end, &outcome, run);
         self.free(at, Some(run));
-        let mut fx = self.settle(id, Some(id), at, ONE);
+        // A raised limit frees more than this task's slot: a batch, as `set_limit` hands out.
+        let budget = if raised { self.budget } else { ONE };
+        let mut fx = self.settle(id, Some(id), at, budget);
         fx.idle = self.member(id).is_idle();
+        fx.adapted = adapted;
         self.fresh = None;
         fx
     }
@@ -895,6 +923,7 @@ impl<T: 'static, G: Ctx, A> Pool<T, G, A> {
             waiting: member.queue.count_due(now),
             limit: member.cap.limit(),
             windows: member.activity.windows(now),
+            adaptive: member.adaptive.as_ref().map(|a| a.state(now)),
         }
     }
 
@@ -1221,6 +1250,7 @@ impl<T: 'static, G: Ctx, A> Pool<T, G, A> {
             waiting: self.line.len(),
             limit: self.limit,
             windows: activity.windows(at),
+            adaptive: self.adaptive.as_ref().map(|a| a.state(at)),
         }
     }
 }

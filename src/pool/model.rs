@@ -502,7 +502,11 @@ impl Harness {
         let task = self.tasks[id].key.id();
         let fx = self.pool.finish(
             g,
-            Ran { id: task, at: None },
+            Ran {
+                id: task,
+                at: None,
+                overload: false,
+            },
             outcome,
             false,
             Some(self.now),

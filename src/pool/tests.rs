@@ -83,7 +83,11 @@ fn a_freed_slot_goes_to_the_earliest_due_head_among_groups() {
     assert_eq!(p.waiting(), 3);
     let fx = p.finish(
         0,
-        Ran { id: 0, at: None },
+        Ran {
+            id: 0,
+            at: None,
+            overload: false,
+        },
         Outcome::Completed,
         false,
         Some(100),
@@ -92,7 +96,11 @@ fn a_freed_slot_goes_to_the_earliest_due_head_among_groups() {
     assert_eq!(started(&fx), ["c"], "10 before 30 and 40");
     let fx = p.finish(
         2,
-        Ran { id: 0, at: None },
+        Ran {
+            id: 0,
+            at: None,
+            overload: false,
+        },
         Outcome::Completed,
         false,
         Some(100),
@@ -101,7 +109,11 @@ fn a_freed_slot_goes_to_the_earliest_due_head_among_groups() {
     assert_eq!(started(&fx), ["b"]);
     let fx = p.finish(
         1,
-        Ran { id: 0, at: None },
+        Ran {
+            id: 0,
+            at: None,
+            overload: false,
+        },
         Outcome::Completed,
         false,
         Some(100),
@@ -122,7 +134,11 @@ fn a_group_that_keeps_its_slot_stays_in_line_for_its_other_due_tasks() {
     assert_eq!(p.taken(), 4);
     let fx = p.finish(
         0,
-        Ran { id: 0, at: None },
+        Ran {
+            id: 0,
+            at: None,
+            overload: false,
+        },
         Outcome::Completed,
         false,
         Some(100),
@@ -149,7 +165,11 @@ fn cancelling_a_waiting_head_moves_its_group_to_its_next_head_or_out_of_line() {
     assert!(fx.is_none_or(|fx| fx.is_empty()));
     let fx = p.finish(
         2,
-        Ran { id: 0, at: None },
+        Ran {
+            id: 0,
+            at: None,
+            overload: false,
+        },
         Outcome::Completed,
         false,
         Some(100),
@@ -158,7 +178,11 @@ fn cancelling_a_waiting_head_moves_its_group_to_its_next_head_or_out_of_line() {
     assert_eq!(started(&fx), ["b"], "10 before the next head, 50");
     let fx = p.finish(
         1,
-        Ran { id: 0, at: None },
+        Ran {
+            id: 0,
+            at: None,
+            overload: false,
+        },
         Outcome::Completed,
         false,
         Some(100),
@@ -189,7 +213,11 @@ fn due_is_judged_on_the_groups_own_clock_whoever_frees_the_slot() {
     let _ = schedule(&mut p, 1, 150, "later");
     let fx = p.finish(
         0,
-        Ran { id: 0, at: None },
+        Ran {
+            id: 0,
+            at: None,
+            overload: false,
+        },
         Outcome::Completed,
         false,
         Some(1_000),
@@ -213,7 +241,11 @@ fn equal_deadlines_take_turns_between_groups() {
     for _ in 0..3 {
         let fx = p.finish(
             g,
-            Ran { id: 0, at: None },
+            Ran {
+                id: 0,
+                at: None,
+                overload: false,
+            },
             Outcome::Completed,
             false,
             Some(100),
@@ -235,7 +267,11 @@ fn acquire_waits_in_the_same_line_by_the_time_it_called() {
     assert_eq!(p.acquire("early", 50), Err((50, 1)));
     let fx = p.finish(
         0,
-        Ran { id: 0, at: None },
+        Ran {
+            id: 0,
+            at: None,
+            overload: false,
+        },
         Outcome::Completed,
         false,
         Some(100),
@@ -260,7 +296,11 @@ fn lowering_a_limit_aborts_nothing_and_raising_it_serves_the_line() {
     assert_eq!((old, fx.is_empty()), (3, true));
     let fx = p.finish(
         0,
-        Ran { id: 0, at: None },
+        Ran {
+            id: 0,
+            at: None,
+            overload: false,
+        },
         Outcome::Completed,
         false,
         Some(100),
@@ -269,7 +309,11 @@ fn lowering_a_limit_aborts_nothing_and_raising_it_serves_the_line() {
     assert!(started(&fx).is_empty(), "2 of 1 still run");
     let fx = p.finish(
         0,
-        Ran { id: 0, at: None },
+        Ran {
+            id: 0,
+            at: None,
+            overload: false,
+        },
         Outcome::Completed,
         false,
         Some(100),
@@ -294,7 +338,11 @@ fn a_cancelled_group_leaves_the_line_and_its_running_tasks_hand_their_slots_on()
     assert_eq!(p.waiting(), 1);
     let fx = p.finish(
         0,
-        Ran { id: 0, at: None },
+        Ran {
+            id: 0,
+            at: None,
+            overload: false,
+        },
         Outcome::Cancelled,
         false,
         Some(100),
