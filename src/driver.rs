@@ -117,7 +117,7 @@ pub(crate) fn apply_limiter(domain: &Domain, fx: Effects) {
 /// free slot never waits for a task that may not run again (pool invariant 2).
 fn carry_out(domain: &Domain, mut own: Option<&Arc<Shared>>, mut fx: Effects) {
     // Reported once the effects are carried out: a subscriber's time delays no start.
-    let adapted = fx.adapted.take();
+    let adapted = std::mem::take(&mut fx.adapted);
     loop {
         let more = fx.more;
         apply_once(own, fx);
@@ -129,8 +129,9 @@ fn carry_out(domain: &Domain, mut own: Option<&Arc<Shared>>, mut fx: Effects) {
         let at = Clock::process().now();
         fx = lock(domain).resume(at);
     }
-    if let Some(adapted) = adapted {
-        observe::adapted(&adapted);
+    if adapted {
+        let reports = lock(domain).take_reports();
+        reports.iter().for_each(observe::adapted);
     }
 }
 

@@ -291,10 +291,12 @@ impl Limiter {
     /// controller too.
     pub fn overloaded(&self) {
         let now = Clock::process().now();
-        let adapted = lock(&self.domain).limiter_overloaded(now);
-        if let Some(adapted) = adapted {
-            observe::adapted(&adapted);
-        }
+        let reports = {
+            let mut pool = lock(&self.domain);
+            pool.limiter_overloaded(now);
+            pool.take_reports()
+        };
+        reports.iter().for_each(observe::adapted);
     }
 
     /// Replaces the throttle [`throttle_down`](Limiter::throttle_down) and

@@ -241,6 +241,9 @@ pub(crate) fn limit_set(owner: Owner<'_>, from: usize, to: usize) {
     }
 }
 
+/// Whether adaptive changes are reported at all: the pool keeps no reports otherwise.
+pub(crate) const REPORTS_ADAPTED: bool = cfg!(feature = "tracing");
+
 /// Reports a change an adaptive controller made.
 #[cfg_attr(not(feature = "tracing"), allow(unused_variables))]
 #[inline]

@@ -1,7 +1,11 @@
 //! The pool's side of an adaptive limit ([`crate::adaptive`]): a controller on a group's own
 //! cap (kept by its member) or on a limiter's limit (kept by the pool), fed under the pool's
 //! lock by each task's end and by overload signals. A change is applied to the limit at once,
-//! like `set_limit`, and reported after unlocking ([`Effects::adapted`]).
+//! like `set_limit`, and reported after unlocking: with the `tracing` feature, the pool keeps
+//! the reports (`Pool::reports`) and the effects say so (`Effects::adapted`); whoever carries
+//! them out takes the reports ([`Pool::take_reports`]) under one more lock. (A report in the
+//! effects themselves would make them too large to move without a `memcpy` call, on every
+//! task's end.)
 
 use std::sync::Arc;
 
@@ -9,6 +13,10 @@ use crate::adaptive::{Adapted, Adaptive, AdaptiveState, Change, Controller, Samp
 use crate::task::Outcome;
 
 use super::{Ctx, Fx, MemberId, ONE, Pool};
+use crate::observe;
+
+/// The most reports a pool keeps untaken.
+const MAX_REPORTS: usize = 64;
 
 /// A controller with the name its reports carry.
 #[derive(Debug)]
@@ -23,13 +31,13 @@ impl Adapter {
         self.controller.state(now)
     }
 
-    fn adapted(&self, limiter: bool, change: Change) -> Box<Adapted> {
-        Box::new(Adapted {
+    fn report(&self, limiter: bool, change: Change) -> Adapted {
+        Adapted {
             limiter,
             name: self.name.clone(),
             algorithm: self.controller.algorithm(),
             change,
-        })
+        }
     }
 }
 
@@ -57,16 +65,33 @@ impl<T: 'static, G: Ctx, A> Pool<T, G, A> {
                 .is_some_and(|m| m.adaptive.is_some())
     }
 
+    /// Keeps `report` for the caller to take after unlocking, if reports are made at all.
+    fn keep(&mut self, report: Adapted) {
+        if observe::REPORTS_ADAPTED {
+            // Taken by whoever carries out the effects that say so; the bound is for a caller
+            // that never does (none should), so that the list cannot grow for ever.
+            if self.reports.len() >= MAX_REPORTS {
+                self.reports.remove(0);
+            }
+            self.reports.push(report);
+        }
+    }
+
+    /// The reports kept since they were last taken (see the module docs).
+    pub(crate) fn take_reports(&mut self) -> Vec<Adapted> {
+        std::mem::take(&mut self.reports)
+    }
+
     /// Feeds the end of a task of member `id` to the controllers, before its slots are freed
     /// (so `reached` sees the limit as the task saw it), and applies their changes. Returns
-    /// the report of the change, if any, and whether a limit went up.
-    pub(super) fn adapt_on_end(&mut self, id: MemberId, end: End) -> (Option<Box<Adapted>>, bool) {
+    /// whether a change was kept to report, and whether a limit went up.
+    pub(super) fn adapt_on_end(&mut self, id: MemberId, end: End) -> (bool, bool) {
         let Some(started) = end.started else {
-            return (None, false);
+            return (false, false);
         };
         if end.outcome == super::Outcome::Cancelled {
             // A task stopped from outside says nothing of the backend.
-            return (None, false);
+            return (false, false);
         }
         let overload = end.overload || end.outcome == super::Outcome::Panicked;
         let sample = |reached| Sample {
@@ -76,7 +101,7 @@ impl<T: 'static, G: Ctx, A> Pool<T, G, A> {
             overload,
             reached,
         };
-        let mut report = None;
+        let (mut group_report, mut limiter_report) = (None, None);
         let mut raised = false;
         let member = self.member(id);
         let frontier = member.frontier;
@@ -89,7 +114,7 @@ impl<T: 'static, G: Ctx, A> Pool<T, G, A> {
             {
                 member.cap.set_limit(change.to);
                 raised |= change.to > change.from;
-                report = Some(adapter.adapted(false, change));
+                group_report = Some(adapter.report(false, change));
             }
         }
         let reached = self.taken >= self.limit && !self.line.is_empty() || reached;
@@ -97,11 +122,12 @@ impl<T: 'static, G: Ctx, A> Pool<T, G, A> {
             if let Some(change) = adapter.controller.sample(self.limit, sample(reached)) {
                 self.limit = change.to;
                 raised |= change.to > change.from;
-                // A limiter's change is the one worth reporting if both changed.
-                report = Some(adapter.adapted(true, change));
+                limiter_report = Some(adapter.report(true, change));
             }
         }
-        (report, raised)
+        let reported = group_report.is_some() || limiter_report.is_some();
+        group_report.into_iter().chain(limiter_report).for_each(|r| self.keep(r));
+        (reported && observe::REPORTS_ADAPTED, raised)
     }
 
     /// Sets (or, with `None`, removes) the controller of member `id`'s own cap at `now` (its
@@ -148,22 +174,31 @@ impl<T: 'static, G: Ctx, A> Pool<T, G, A> {
         if let Some(adapter) = member.adaptive.as_mut() {
             if let Some(change) = adapter.controller.signal(member.cap.limit(), now) {
                 member.cap.set_limit(change.to);
-                report = Some(adapter.adapted(false, change));
+                report = Some(adapter.report(false, change));
             }
         }
         let mut fx = self.settle(id, Some(id), at, ONE);
-        if let Some(limiter) = self.limiter_overloaded(now) {
-            report = Some(limiter);
+        let limiter = self.limiter_overloaded(now);
+        let reported = report.is_some() || limiter;
+        if let Some(report) = report {
+            self.keep(report);
         }
-        fx.adapted = report;
+        fx.adapted = reported && observe::REPORTS_ADAPTED;
         fx
     }
 
-    /// Overload was signalled to the pool's controller at `now`.
-    pub(crate) fn limiter_overloaded(&mut self, now: u64) -> Option<Box<Adapted>> {
-        let adapter = self.adaptive.as_mut()?;
-        let change = adapter.controller.signal(self.limit, now)?;
+    /// Overload was signalled to the pool's controller at `now`. Returns whether it changed
+    /// the limit (and kept a report of it).
+    pub(crate) fn limiter_overloaded(&mut self, now: u64) -> bool {
+        let Some(adapter) = self.adaptive.as_mut() else {
+            return false;
+        };
+        let Some(change) = adapter.controller.signal(self.limit, now) else {
+            return false;
+        };
         self.limit = change.to;
-        Some(adapter.adapted(true, change))
+        let report = adapter.report(true, change);
+        self.keep(report);
+        true
     }
 }

@@ -261,8 +261,9 @@ pub(crate) struct Effects<T, G, A> {
     /// [`Pool::resume`], again while it says `more` (invariant 2). Never set by a private
     /// pool, whose monitor continues instead.
     pub(crate) more: bool,
-    /// An adaptive limit changed: to report.
-    pub(crate) adapted: Option<Box<crate::adaptive::Adapted>>,
+    /// An adaptive limit changed, and the pool keeps a report of it: the caller takes the
+    /// reports ([`Pool::take_reports`]) after carrying out the effects.
+    pub(crate) adapted: bool,
 }
 
 impl<T, G, A> Effects<T, G, A> {
@@ -274,7 +275,7 @@ impl<T, G, A> Effects<T, G, A> {
             others: Vec::new(),
             grants: Vec::new(),
             more: false,
-            adapted: None,
+            adapted: false,
         }
     }
 
@@ -466,6 +467,8 @@ pub(crate) struct Pool<T, G, A> {
     fresh: Option<MemberId>,
     /// The controller of `limit`, if it adapts (a limiter's).
     adaptive: Option<Box<adapt::Adapter>>,
+    /// Adaptive changes not reported yet (see `adapt`'s module docs).
+    reports: Vec<crate::adaptive::Adapted>,
 }
 
 // ===== impl Pool: members and their tasks =====
@@ -487,6 +490,7 @@ impl<T: 'static, G: Ctx, A> Pool<T, G, A> {
             budget: BUDGET,
             fresh: None,
             adaptive: None,
+            reports: Vec::new(),
         }
     }
 
@@ -798,7 +802,7 @@ impl<T: 'static, G: Ctx, A> Pool<T, G, A> {
             };
             self.adapt_on_end(id, end)
         } else {
-            (None, false)
+            (false, false)
         };
         let member = self.member(id);
         member.counters.record(task, outcome, deferred);
