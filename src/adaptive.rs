@@ -23,7 +23,10 @@
 //! below the knee, so what the tasks take now *is* the no-load time. The estimate is replaced
 //! by it if the old one would cut again (the backend got slower), and lowered to it if it is
 //! lower (faster). Cuts happen on their own under load, and a *probe* (a cut by a fifth) is
-//! made when none happened for `probe_every` while the limit was reached.
+//! made when no tested cut happened for `probe_every` (and 50 mean run times) while the limit
+//! was reached; after it, unless the run time says the backend queues, the limit goes back to
+//! where it was. After an overload, ten mean run times pass before a probe or a test: the
+//! backend's line is still moving.
 
 use std::time::Duration;
 
@@ -54,11 +57,16 @@ const MARGIN: f64 = 3.0;
 /// How many mean run times after an overload cut the run times are left untested.
 const UNSETTLED_RUNS: u64 = 10;
 
+/// Probes are at least this many mean run times apart: a probe and the way back take a few
+/// decisions, each at least a run time long.
+const PROBE_RUNS: u64 = 50;
+
 /// The share of the limit a probe keeps.
 const PROBE_CUT: f64 = 0.8;
 
-/// A cut for latency to this share of the limit or less counts as a probe.
-const DEEP_CUT: f64 = 0.85;
+/// A cut for latency to this share of the limit or less counts as a probe: it is tested, as
+/// a probe's cut is.
+const DEEP_CUT: f64 = TEST_CUT;
 
 /// The most a gradient step cuts for latency alone (overload cuts by `backoff`).
 const GRADIENT_MAX_CUT: f64 = 0.8;
@@ -97,7 +105,12 @@ const GRADIENT_MAX_CUT: f64 = 0.8;
 ///   the next cut, made for latency or, every [`probe_every`](Adaptive::probe_every) under
 ///   load, as a probe by a fifth.
 /// - Every change stays within [`floor`](Adaptive::floor) and [`ceiling`](Adaptive::ceiling),
-///   and none is made within [`hold`](Adaptive::hold) of the last.
+///   and none is made within [`hold`](Adaptive::hold) of the last. A cut never raises and a
+///   raise never cuts: a limit set by hand below the floor (or to 0, paused) stays there until
+///   the controller has room to raise it, and one above the ceiling until it cuts.
+/// - Under steady load it stays near the knee: on the simulated backend of
+///   `examples/adaptive`, within 2-10% above the capacity on average, every one-second mean
+///   within 20% of it, for every seed tried (`BENCHMARKS.md`, "Adaptive limits").
 ///
 /// # Lateness and latency
 ///
@@ -268,8 +281,10 @@ impl Adaptive {
         self
     }
 
-    /// How long the limit may stay reached with no cut before a probe re-measures the
-    /// no-load estimate (default 10 s). `Duration::MAX` never probes.
+    /// How long the limit may stay reached with no tested cut before a probe re-measures the
+    /// no-load estimate (default 10 s). Probes are also at least 50 mean run times apart, so
+    /// that long tasks (or `Duration::ZERO`) do not make every decision a probe.
+    /// `Duration::MAX` never probes.
     #[must_use]
     pub fn probe_every(mut self, every: Duration) -> Self {
         self.probe_every = every;
@@ -357,6 +372,10 @@ pub(crate) struct Sample {
     pub(crate) overload: bool,
     /// The limit was reached while work was due and waiting for a slot.
     pub(crate) reached: bool,
+    /// When the limit last changed, on this sample's clock, if the caller knows it better
+    /// than the controller, whose own epoch is on the clock of whoever fed the change (a
+    /// limiter's groups may be on runtimes whose clocks differ).
+    pub(crate) epoch: Option<u64>,
 }
 
 /// A change to apply to the limit.
@@ -399,6 +418,8 @@ struct Test {
     /// The mean run time before it, and its relative standard error.
     latency: f64,
     error: f64,
+    /// If a probe made it: the limit to go back to, if the run time allows.
+    probe: Option<f64>,
 }
 
 /// The controller's state. See the module docs.
@@ -488,7 +509,7 @@ impl Controller {
     /// A task ended; `limit` is the limit now. Returns the change to apply, if any.
     pub(crate) fn sample(&mut self, limit: usize, s: Sample) -> Option<Change> {
         self.sync(limit, s.now);
-        if s.started < self.epoch {
+        if s.started < s.epoch.unwrap_or(self.epoch) {
             return None;
         }
         let run = s.run as f64;
@@ -527,7 +548,9 @@ impl Controller {
         self.error = error / mean.max(1.0);
         let high = mean + MARGIN * error;
         let mut baseline = self.baseline.map_or(high, |b| b.min(high));
+        let mut restore = None;
         if let Some(test) = self.test.take_if(|_| testing) {
+            restore = test.probe;
             // Past the knee, the run time falls in proportion to the limit; at or below it,
             // it stays at the no-load time. Only an estimate that would cut again is replaced.
             let ratio = self.applied as f64 / test.from as f64;
@@ -541,9 +564,15 @@ impl Controller {
         self.baseline = Some(baseline);
         let r = mean / baseline;
         let tolerance = self.config.tolerance;
+        let probe_gap = duration_ns(self.config.probe_every)
+            .max(self.run.map_or(0, |r| r as u64).saturating_mul(PROBE_RUNS));
         let probe_due = self.config.probe_every != Duration::MAX
-            && s.now.saturating_sub(self.last_probe) >= duration_ns(self.config.probe_every)
+            && s.now.saturating_sub(self.last_probe) >= probe_gap
             && s.now >= self.unsettled_until;
+        // A probe measured; unless it found the backend queueing, the limit goes back.
+        if let Some(before) = restore.filter(|_| reached && r <= self.cuts_above()) {
+            return self.change(before, Reason::Room, s.now, Some(mean), Some(baseline));
+        }
         let (to, reason) = if reached && probe_due {
             self.last_probe = s.now;
             (self.limit * PROBE_CUT, Reason::Probe)
@@ -584,10 +613,12 @@ impl Controller {
 
     /// Overload was signalled outside any task's end; `limit` is the limit now. Signals within
     /// one mean run time of the last change tell of the old limit, and are ignored.
-    pub(crate) fn signal(&mut self, limit: usize, now: u64) -> Option<Change> {
+    /// `epoch`: as in [`Sample::epoch`].
+    pub(crate) fn signal(&mut self, limit: usize, now: u64, epoch: Option<u64>) -> Option<Change> {
         self.sync(limit, now);
         let settling = self.run.map_or(0, |r| r as u64);
-        if self.last_change.is_some() && now < self.epoch.saturating_add(settling) {
+        let epoch = epoch.unwrap_or(self.epoch);
+        if self.last_change.is_some() && now < epoch.saturating_add(settling) {
             return None;
         }
         let (latency, baseline) = (self.latency, self.baseline);
@@ -609,15 +640,24 @@ impl Controller {
         latency: Option<f64>,
         baseline: Option<f64>,
     ) -> Option<Change> {
-        if let Some(last) = self.last_change {
-            if now < last.saturating_add(duration_ns(self.config.hold)) {
+        let hold = duration_ns(self.config.hold);
+        if let Some(last) = self.last_change.filter(|_| hold > 0) {
+            if now < last.saturating_add(hold) {
                 return None;
             }
         }
         let floor = self.config.floor as f64;
         let to = to.clamp(floor, self.ceiling as f64);
+        // A cut never raises (a limit set by hand below the floor, or to 0, stays there until
+        // there is room), and a raise never cuts (one set above the ceiling).
+        let to = if reason == Reason::Room {
+            to.max(self.limit)
+        } else {
+            to.min(self.limit)
+        };
         let from = self.applied;
         let cut = to < self.limit;
+        let before = self.limit;
         self.limit = to;
         // `to` is within [floor, ceiling], both `usize`: the cast is exact after rounding.
         let rounded = to.round() as usize;
@@ -637,6 +677,7 @@ impl Controller {
                     from,
                     latency,
                     error: self.error,
+                    probe: (reason == Reason::Probe).then_some(before),
                 });
             }
         } else {
@@ -660,11 +701,12 @@ impl Controller {
         Some(change)
     }
 
-    /// What it shows at `now`.
-    pub(crate) fn state(&self, now: u64) -> AdaptiveState {
+    /// What it shows at `now`, when the limit is `limit` (which a hand may have set since
+    /// the controller last saw it).
+    pub(crate) fn state(&self, now: u64, limit: usize) -> AdaptiveState {
         AdaptiveState {
             algorithm: self.config.algorithm,
-            limit: self.applied,
+            limit,
             no_load_latency: self.baseline.map(ns_duration),
             latency: self.latency.map(ns_duration),
             last: self.last.map(|(at, c)| Decision {

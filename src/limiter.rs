@@ -259,6 +259,11 @@ impl Limiter {
     /// later (or by a throttle) is where the controller goes on from. Permits
     /// ([`acquire`](Limiter::acquire)) hold slots but are no samples.
     ///
+    /// Groups on runtimes whose clocks differ (tokio's paused clock, in tests) may share an
+    /// adaptive limiter: which of a group's tasks started under the current limit is judged on
+    /// the group's own clock. The [`hold`](Adaptive::hold) and the time between probes are
+    /// measured on the clock of whichever group's task fed the controller last.
+    ///
     /// # Examples
     ///
     /// ```
@@ -293,7 +298,7 @@ impl Limiter {
         let now = Clock::process().now();
         let reports = {
             let mut pool = lock(&self.domain);
-            pool.limiter_overloaded(now);
+            pool.limiter_overloaded(now, None);
             pool.take_reports()
         };
         reports.iter().for_each(observe::adapted);

@@ -89,6 +89,7 @@ impl Loop {
                 run,
                 overload: failed,
                 reached,
+                epoch: None,
             };
             if let Some(change) = self.ctl.sample(self.limit, sample) {
                 assert_eq!(change.from, self.limit);
@@ -152,7 +153,7 @@ fn a_backend_that_got_slower_does_not_collapse_the_limit() {
             lowest = lowest.min(limit)
         });
         assert!(lowest >= 48, "{name}: fell to {lowest}");
-        let state = l.ctl.state(l.now);
+        let state = l.ctl.state(l.now, l.limit);
         let no_load = state.no_load_latency.unwrap();
         assert!(
             no_load >= Duration::from_millis(28) && no_load <= Duration::from_millis(32),
@@ -195,6 +196,7 @@ fn an_overload_cuts_at_once_but_only_once_per_limit() {
         run: MS,
         overload: true,
         reached: true,
+        epoch: None,
     };
     let change = ctl.sample(limit, failed(10 * MS, 5 * MS)).unwrap();
     assert_eq!(
@@ -215,6 +217,7 @@ fn ok(now: u64, run: u64, reached: bool) -> Sample {
         run,
         overload: false,
         reached,
+        epoch: None,
     }
 }
 

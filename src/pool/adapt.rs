@@ -26,9 +26,9 @@ pub(crate) struct Adapter {
 }
 
 impl Adapter {
-    /// What the controller shows at `now`.
-    pub(super) fn state(&self, now: u64) -> AdaptiveState {
-        self.controller.state(now)
+    /// What the controller shows at `now`, when the limit is `limit`.
+    pub(super) fn state(&self, now: u64, limit: usize) -> AdaptiveState {
+        self.controller.state(now, limit)
     }
 
     fn report(&self, limiter: bool, change: Change) -> Adapted {
@@ -94,39 +94,47 @@ impl<T: 'static, G: Ctx, A> Pool<T, G, A> {
             return (false, false);
         }
         let overload = end.overload || end.outcome == super::Outcome::Panicked;
-        let sample = |reached| Sample {
+        let sample = |reached, epoch| Sample {
             now: end.now,
             started,
             run: end.run,
             overload,
             reached,
+            epoch,
         };
         let (mut group_report, mut limiter_report) = (None, None);
         let mut raised = false;
         let member = self.member(id);
-        let frontier = member.frontier;
-        let due = member.queue.peek_deadline().is_some_and(|d| d <= frontier);
-        let reached = member.cap.running() >= member.cap.limit() && due;
+        let limiter_epoch = member.limiter_epoch;
         if let Some(adapter) = member.adaptive.as_mut() {
+            let frontier = member.frontier;
+            let due = member.queue.peek_deadline().is_some_and(|d| d <= frontier);
+            let reached = member.cap.running() >= member.cap.limit() && due;
             if let Some(change) = adapter
                 .controller
-                .sample(member.cap.limit(), sample(reached))
+                .sample(member.cap.limit(), sample(reached, None))
             {
                 member.cap.set_limit(change.to);
                 raised |= change.to > change.from;
                 group_report = Some(adapter.report(false, change));
             }
         }
-        let reached = self.taken >= self.limit && !self.line.is_empty() || reached;
+        // The limiter's own: all of its slots taken, and someone in line.
+        let reached = self.taken >= self.limit && !self.line.is_empty();
         if let Some(adapter) = self.adaptive.as_mut() {
-            if let Some(change) = adapter.controller.sample(self.limit, sample(reached)) {
+            let sample = sample(reached, Some(limiter_epoch));
+            if let Some(change) = adapter.controller.sample(self.limit, sample) {
                 self.limit = change.to;
                 raised |= change.to > change.from;
                 limiter_report = Some(adapter.report(true, change));
+                self.limiter_changed();
             }
         }
         let reported = group_report.is_some() || limiter_report.is_some();
-        group_report.into_iter().chain(limiter_report).for_each(|r| self.keep(r));
+        group_report
+            .into_iter()
+            .chain(limiter_report)
+            .for_each(|r| self.keep(r));
         (reported && observe::REPORTS_ADAPTED, raised)
     }
 
@@ -163,6 +171,7 @@ impl<T: 'static, G: Ctx, A> Pool<T, G, A> {
             self.limit = limit;
             Box::new(Adapter { controller, name })
         });
+        self.limiter_changed();
         (from, self.limit, self.hand_out(self.budget, now))
     }
 
@@ -171,14 +180,16 @@ impl<T: 'static, G: Ctx, A> Pool<T, G, A> {
     pub(crate) fn overloaded(&mut self, id: MemberId, now: u64, at: u64) -> Fx<T, G, A> {
         let member = self.member(id);
         let mut report = None;
+        let limiter_epoch = member.limiter_epoch;
         if let Some(adapter) = member.adaptive.as_mut() {
-            if let Some(change) = adapter.controller.signal(member.cap.limit(), now) {
+            if let Some(change) = adapter.controller.signal(member.cap.limit(), now, None) {
                 member.cap.set_limit(change.to);
                 report = Some(adapter.report(false, change));
             }
         }
+        // Before the settle, which sees both limits as they are now.
+        let limiter = self.limiter_overloaded(now, Some(limiter_epoch));
         let mut fx = self.settle(id, Some(id), at, ONE);
-        let limiter = self.limiter_overloaded(now);
         let reported = report.is_some() || limiter;
         if let Some(report) = report {
             self.keep(report);
@@ -187,18 +198,32 @@ impl<T: 'static, G: Ctx, A> Pool<T, G, A> {
         fx
     }
 
-    /// Overload was signalled to the pool's controller at `now`. Returns whether it changed
-    /// the limit (and kept a report of it).
-    pub(crate) fn limiter_overloaded(&mut self, now: u64) -> bool {
+    /// Overload was signalled to the pool's controller at `now`; `epoch`, when the limit last
+    /// changed on the clock `now` was read on, if known. Returns whether it changed the limit
+    /// (and kept a report of it). A cut starts nothing.
+    pub(crate) fn limiter_overloaded(&mut self, now: u64, epoch: Option<u64>) -> bool {
         let Some(adapter) = self.adaptive.as_mut() else {
             return false;
         };
-        let Some(change) = adapter.controller.signal(self.limit, now) else {
+        let Some(change) = adapter.controller.signal(self.limit, now, epoch) else {
             return false;
         };
         self.limit = change.to;
         let report = adapter.report(true, change);
         self.keep(report);
+        self.limiter_changed();
         true
+    }
+
+    /// The limiter's limit changed: each member's tasks started from now on (its own clock,
+    /// as far as it was last read) tell of the new limit. A limiter's groups may be on
+    /// runtimes whose clocks differ, so the controller's own epoch, on one group's clock,
+    /// cannot tell for the others. O(members), on a change of limit only.
+    pub(super) fn limiter_changed(&mut self) {
+        if self.adaptive.is_some() {
+            for member in self.members.iter_mut().flatten() {
+                member.limiter_epoch = member.frontier;
+            }
+        }
     }
 }

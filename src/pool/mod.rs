@@ -351,6 +351,8 @@ struct Member<T, G> {
     activity: Activity,
     /// The controller of its own cap, if it adapts.
     adaptive: Option<Box<adapt::Adapter>>,
+    /// When its limiter's limit last changed, on its own clock (see `Pool::limiter_changed`).
+    limiter_epoch: u64,
 }
 
 impl<T: 'static, G> Member<T, G> {
@@ -519,6 +521,7 @@ impl<T: 'static, G: Ctx, A> Pool<T, G, A> {
             throttle: ThrottleState::new(Throttle::default(), k),
             activity: Activity::new(),
             adaptive: None,
+            limiter_epoch: 0,
         };
         match self.vacant.pop() {
             Some(id) => {
@@ -927,7 +930,10 @@ impl<T: 'static, G: Ctx, A> Pool<T, G, A> {
             waiting: member.queue.count_due(now),
             limit: member.cap.limit(),
             windows: member.activity.windows(now),
-            adaptive: member.adaptive.as_ref().map(|a| a.state(now)),
+            adaptive: member
+                .adaptive
+                .as_ref()
+                .map(|a| a.state(now, member.cap.limit())),
         }
     }
 
@@ -1179,6 +1185,7 @@ impl<T: 'static, G: Ctx, A> Pool<T, G, A> {
     /// Sets the limit; returns the old one. Raising it hands the new slots out at once.
     pub(crate) fn set_limit(&mut self, limit: usize, at: u64) -> (usize, Fx<T, G, A>) {
         let old = std::mem::replace(&mut self.limit, limit);
+        self.limiter_changed();
         (old, self.hand_out(self.budget, at))
     }
 
@@ -1197,6 +1204,7 @@ impl<T: 'static, G: Ctx, A> Pool<T, G, A> {
         let outcome = step(&mut self.throttle, self.limit, now);
         if let ThrottleOutcome::Applied { to, .. } = outcome {
             self.limit = to;
+            self.limiter_changed();
         }
         (outcome, self.hand_out(self.budget, at))
     }
@@ -1254,7 +1262,7 @@ impl<T: 'static, G: Ctx, A> Pool<T, G, A> {
             waiting: self.line.len(),
             limit: self.limit,
             windows: activity.windows(at),
-            adaptive: self.adaptive.as_ref().map(|a| a.state(at)),
+            adaptive: self.adaptive.as_ref().map(|a| a.state(at, self.limit)),
         }
     }
 }
