@@ -305,7 +305,7 @@ impl Default for Adaptive {
 pub struct AdaptiveState {
     /// The algorithm.
     pub algorithm: Algorithm,
-    /// The limit the controller last set or saw.
+    /// The limit now (as [`History::limit`](crate::History::limit)).
     pub limit: usize,
     /// The estimated run time without load; `None` until the first decision.
     pub no_load_latency: Option<Duration>,

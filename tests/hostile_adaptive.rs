@@ -279,47 +279,43 @@ async fn zero_and_hour_long_run_times() {
     }
 }
 
-/// `probe_every(Duration::ZERO)` probes at every decision made while the limit is reached: a
-/// backend that never queues (10 ms whatever the load) sees the limit only go down.
-#[tokio::test(start_paused = true)]
-async fn probe_every_zero_does_not_collapse_a_healthy_limit() {
+/// Runs 2,000 tasks of `run` each, on a backend that never queues, in a group whose cap of
+/// `cap` adapts with `adaptive`; the cap must not have been cut.
+async fn a_healthy_cap_stays(adaptive: Adaptive, cap: usize, run: Duration) {
     let group = Group::builder()
-        .max_concurrent(20)
-        .adaptive(Adaptive::aimd().probe_every(Duration::ZERO).min_samples(8))
+        .max_concurrent(cap)
+        .adaptive(adaptive)
         .build();
-    backlog(&group, 2000, ms(10));
+    backlog(&group, 2000, run);
     bounded(group.wait()).await.unwrap();
     assert!(
-        group.max_concurrent() >= 20,
+        group.max_concurrent() >= cap,
         "a backend that never queues was cut to {}: {:?}",
         group.max_concurrent(),
         group.history().adaptive
     );
 }
 
+/// `probe_every(Duration::ZERO)` probed at every decision made while the limit was reached: a
+/// backend that never queues (10 ms whatever the load) saw the limit only go down.
+#[tokio::test(start_paused = true)]
+async fn probe_every_zero_does_not_collapse_a_healthy_limit() {
+    let adaptive = Adaptive::aimd().probe_every(Duration::ZERO).min_samples(8);
+    a_healthy_cap_stays(adaptive, 20, ms(10)).await;
+}
+
 /// The same with the defaults, for tasks that run longer than `probe_every` (10 s): a
-/// minute-long job on a backend that never queues. Every decision is due a probe, so the
-/// limit is only ever cut, to the floor, and never raised.
+/// minute-long job on a backend that never queues. Every decision was due a probe, so the
+/// limit was only ever cut, to the floor, and never raised.
 #[tokio::test(start_paused = true)]
 async fn minute_long_tasks_do_not_collapse_a_healthy_limit() {
-    let group = Group::builder()
-        .max_concurrent(8)
-        .adaptive(Adaptive::aimd())
-        .build();
-    backlog(&group, 2000, Duration::from_secs(60));
-    bounded(group.wait()).await.unwrap();
-    assert!(
-        group.max_concurrent() >= 8,
-        "a backend that never queues was cut to {}: {:?}",
-        group.max_concurrent(),
-        group.history().adaptive
-    );
+    a_healthy_cap_stays(Adaptive::aimd(), 8, Duration::from_secs(60)).await;
 }
 
 // ===== what the state says =====
 
-/// `History::adaptive.limit` is documented as the limit the controller last set or saw; after
-/// a hand-set limit it lags the real limit until the next task ends.
+/// `History::adaptive.limit` is the limit now: after a hand-set limit it lagged the real limit
+/// until the next task ended.
 #[tokio::test(start_paused = true)]
 async fn the_state_says_the_real_limit() {
     let limiter = Limiter::new(4);

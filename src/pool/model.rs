@@ -22,6 +22,13 @@
 //! - at the end, with time moved on and caps opened: every task runs or is cancelled, every
 //!   slot comes back, no one waits.
 //!
+//! Adaptive limits (issue 11) take part: random steps set or remove a controller on N or on a
+//! group's k (either algorithm, 2 samples a decision, so they decide often), and signal
+//! overload; every end is a sample (its run time from its start on the model's clock, a
+//! panic an overload). The model takes the limits the controllers set as they are (the
+//! controller's own tests judge its choices) and checks everything above against them: a cut
+//! must stop starts at once, a raise must hand the new slots to due work at once.
+//!
 //! A group's runtime can also stall: its monitor stops stepping and its runners stop ending,
 //! while other threads still schedule into it and change its cap. Work conservation is then
 //! judged on its own clock (the last time it read one), and the rest of the pool must not wait
@@ -35,7 +42,9 @@
 //! before stalls and small batches were added; the second and sixth again after.) A burst's continuation handed to the first group's monitor instead of kept by the
 //! caller failed 6 of 6 default runs, and always fails the unit test
 //! `a_shared_burst_is_continued_by_the_caller_not_by_the_first_group_in_line`; a non-monitor
-//! caller that drops its continuation failed 6 of 6 default runs.
+//! caller that drops its continuation failed 6 of 6 default runs. An adaptive change applied
+//! after the end's settle instead of before it (a raise that hands out nothing) failed 2 of 2
+//! default runs.
 
 use proptest::prelude::*;
 use tokio::time::Instant;
@@ -69,6 +78,12 @@ enum Op {
     /// Group `g`'s runtime stops running (`true`: its monitor and runners are frozen, though
     /// other threads still schedule, cancel and change caps) or runs again.
     Stall(usize, bool),
+    /// An adaptive controller on N: AIMD (`Some(false)`), gradient (`Some(true)`), or none.
+    Adapt(Option<bool>),
+    /// The same on group `g`'s k.
+    AdaptGroup(usize, Option<bool>),
+    /// Group `g` signals overload.
+    Overloaded(usize),
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -89,6 +104,9 @@ fn op() -> impl Strategy<Value = Op> {
         2 => any::<usize>().prop_map(Op::DropPermit),
         4 => (1u64..40).prop_map(Op::Advance),
         6 => (any::<usize>(), prop::bool::weighted(0.7)).prop_map(|(g, s)| Op::Stall(g, s)),
+        1 => prop::option::of(any::<bool>()).prop_map(Op::Adapt),
+        1 => (any::<usize>(), prop::option::of(any::<bool>())).prop_map(|(g, a)| Op::AdaptGroup(g, a)),
+        2 => any::<usize>().prop_map(Op::Overloaded),
     ]
 }
 
@@ -108,6 +126,8 @@ struct Task {
     order: usize,
     key: Key,
     state: TaskState,
+    /// When it started, on the model's clock.
+    started: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -378,6 +398,7 @@ impl Harness {
         }
         self.violations.extend(bad);
         self.tasks[id].state = TaskState::Running;
+        self.tasks[id].started = self.now;
     }
 
     /// After a transition's starts: no group that still wants a slot has an earlier due head,
@@ -442,6 +463,7 @@ impl Harness {
                     order,
                     key,
                     state: TaskState::Pending,
+                    started: 0,
                 });
                 if let Some(fx) = fx {
                     self.apply(Some(g), fx);
@@ -460,6 +482,7 @@ impl Harness {
                     order,
                     key,
                     state: TaskState::Cancelled,
+                    started: 0,
                 });
                 if !self.groups[g].cancelled {
                     self.violations
@@ -504,7 +527,7 @@ impl Harness {
             g,
             Ran {
                 id: task,
-                at: None,
+                at: Some(self.tasks[id].started),
                 overload: false,
             },
             outcome,
@@ -512,7 +535,29 @@ impl Harness {
             Some(self.now),
             at,
         );
+        self.adapted();
         self.apply(Some(g), fx);
+    }
+
+    /// Takes in the limits the controllers set in the transition just made, before its effects
+    /// are checked against them.
+    fn adapted(&mut self) {
+        self.limit = self.pool.limit();
+        for g in 0..self.groups.len() {
+            if !self.groups[g].left {
+                self.groups[g].k = self.pool.group_limit(g);
+            }
+        }
+    }
+
+    /// A controller for a model whose decisions come often.
+    fn adaptive(gradient: bool) -> crate::adaptive::Adaptive {
+        let adaptive = if gradient {
+            crate::adaptive::Adaptive::gradient()
+        } else {
+            crate::adaptive::Adaptive::aimd()
+        };
+        adaptive.min_samples(2).ceiling(8)
     }
 
     fn run(&mut self, op: &Op) {
@@ -657,6 +702,29 @@ impl Harness {
             Op::Stall(g, stalled) => {
                 if let Some(g) = Self::pick(&self.live_groups(), g) {
                     self.groups[g].stalled = stalled;
+                }
+            }
+            Op::Adapt(algorithm) => {
+                let adaptive = algorithm.map(|g| (Self::adaptive(g), None));
+                let (_, _, fx) = self.pool.set_adaptive(adaptive, at);
+                self.adapted();
+                self.apply(None, fx);
+            }
+            Op::AdaptGroup(g, algorithm) => {
+                if let Some(g) = Self::pick(&self.live_groups(), g) {
+                    let adaptive = algorithm.map(|g| (Self::adaptive(g), None));
+                    let now = self.now;
+                    let (_, _, fx) = self.pool.set_group_adaptive(g, adaptive, now, at);
+                    self.adapted();
+                    self.apply(Some(g), fx);
+                }
+            }
+            Op::Overloaded(g) => {
+                if let Some(g) = Self::pick(&self.live_groups(), g) {
+                    let now = self.now;
+                    let fx = self.pool.overloaded(g, now, at);
+                    self.adapted();
+                    self.apply(Some(g), fx);
                 }
             }
         }
