@@ -16,11 +16,11 @@
 //!
 //! `b` is not what the tasks measure once the limit is past the knee, and the backend may get
 //! slower (or faster) at any time. The estimate moves down towards any window's mean run time
-//! below it (less three standard errors, so that noise does not drag it down), and is
-//! re-measured after
-//! each cut for latency, over a window twice as long: past the knee the run time falls in
-//! proportion to the limit; if it fell clearly less (by [`ABOVE`]), the limit is now at or
-//! below the knee, so what the tasks take now *is* the no-load time. The estimate is replaced
+//! below it (plus three standard errors, so that noise does not drag it down), and is
+//! re-measured after cuts for latency that add up to a tenth, over a window twice as long:
+//! past the knee the run time falls in proportion to the limit; if it fell clearly less (by
+//! [`ABOVE`]), the limit is now at or below the knee, so what the tasks take now *is* the
+//! no-load time. The estimate is replaced
 //! by it if the old one would cut again (the backend got slower), and lowered to it if it is
 //! lower (faster). Cuts happen on their own under load, and a *probe* (a cut by a fifth) is
 //! made when no tested cut happened for `probe_every` (and 50 mean run times) while the limit
@@ -92,14 +92,13 @@ const GRADIENT_MAX_CUT: f64 = 0.8;
 /// - **Latency**: after [`min_samples`](Adaptive::min_samples) tasks that started under the
 ///   current limit, their mean run time over the no-load estimate, `r`, decides. Above
 ///   [`tolerance`](Adaptive::tolerance) (1.1 for AIMD, 1.15 for the gradient, by default)
-///   the backend is queueing: the limit
-///   goes down. Below it, the limit goes up, **but only if the limit was reached while work
+///   the backend is queueing: the limit goes down. Below it, the limit goes up, **but only if the limit was reached while work
 ///   was due and waiting for a slot**: a group with room to spare, or with nothing due, never
 ///   raises it (no probing while idle).
-/// - [`Algorithm::Aimd`] adds 1 or multiplies by 0.9; [`Algorithm::Gradient`] multiplies by
-///   `1 + 1/r - 1/r*`, with `r* = (1 + tolerance) / 2`, which heads for the limit where the
-///   backend queues `1 - 1/r*` of it (about 7% by default) in one or two steps, and cuts by
-///   at most 30% at a time for latency.
+/// - [`Algorithm::Aimd`] adds 1, or multiplies by `tolerance / r` kept between 0.8 and 0.9;
+///   [`Algorithm::Gradient`] multiplies by `1 + 1/r - 1/r*`, with `r* = (1 + tolerance) / 2`,
+///   which heads for the limit where the backend queues `1 - 1/r*` of it (about 7% by
+///   default) in one or two steps, and cuts by at most 20% at a time for latency.
 /// - The no-load estimate is measured, not configured (see the module source for the
 ///   details): it follows a backend that got faster at once, and one that got slower after
 ///   the next cut, made for latency or, every [`probe_every`](Adaptive::probe_every) under
