@@ -222,7 +222,8 @@ impl Adaptive {
     /// never measure anything to raise it again): 0 counts as 1.
     #[must_use]
     pub fn floor(mut self, floor: usize) -> Self {
-        self.floor = floor.max(1);
+        // `usize::MAX` is no limit at all: the highest floor is one below it.
+        self.floor = floor.clamp(1, usize::MAX - 1);
         self
     }
 
@@ -444,6 +445,8 @@ pub(crate) struct Controller {
     error: f64,
     /// A cut to check.
     test: Option<Test>,
+    /// Where a probe found the limit can go back to, once the hold allows.
+    restore: Option<f64>,
     /// When the last probe was made, or the controller set.
     last_probe: u64,
     /// After an overload the backend's line is still moving: no probe and no test of a cut
@@ -458,7 +461,12 @@ impl Controller {
     /// A controller for a limit that is `limit` at `now`.
     fn new(config: Adaptive, limit: usize, now: u64) -> Self {
         let floor = config.floor;
-        let ceiling = config.ceiling.unwrap_or(limit).clamp(floor, usize::MAX - 1);
+        // The floor is at most `usize::MAX - 1` (`Adaptive::floor`): never above this.
+        let ceiling = config
+            .ceiling
+            .unwrap_or(limit)
+            .min(usize::MAX - 1)
+            .max(floor);
         Self {
             config,
             ceiling,
@@ -469,6 +477,7 @@ impl Controller {
             baseline: None,
             latency: None,
             test: None,
+            restore: None,
             last_probe: now,
             unsettled_until: now,
             error: 0.0,
@@ -496,6 +505,7 @@ impl Controller {
             self.applied = limit;
             self.limit = limit as f64;
             self.test = None;
+            self.restore = None;
             self.restart(now);
         }
     }
@@ -508,15 +518,19 @@ impl Controller {
     /// A task ended; `limit` is the limit now. Returns the change to apply, if any.
     pub(crate) fn sample(&mut self, limit: usize, s: Sample) -> Option<Change> {
         self.sync(limit, s.now);
-        if s.started < s.epoch.unwrap_or(self.epoch) {
-            return None;
-        }
+        // Every run time tells how long a change takes to show, old limit or new.
         let run = s.run as f64;
         self.run = Some(self.run.map_or(run, |r| r + 0.2 * (run - r)));
         if s.overload {
+            self.forget_way_back();
+        }
+        if s.started < s.epoch.unwrap_or(self.epoch) {
+            return None;
+        }
+        if s.overload {
             let to = self.limit * self.config.backoff;
             let (latency, baseline) = (self.latency, self.baseline);
-            return self.change(to, Reason::Overload, s.now, latency, baseline);
+            return self.change(to, Reason::Overload, s.now, s.epoch, latency, baseline);
         }
         let tally = &mut self.tally;
         tally.count += 1;
@@ -547,9 +561,8 @@ impl Controller {
         self.error = error / mean.max(1.0);
         let high = mean + MARGIN * error;
         let mut baseline = self.baseline.map_or(high, |b| b.min(high));
-        let mut restore = None;
         if let Some(test) = self.test.take_if(|_| testing) {
-            restore = test.probe;
+            self.restore = test.probe;
             // Past the knee, the run time falls in proportion to the limit; at or below it,
             // it stays at the no-load time. Only an estimate that would cut again is replaced.
             let ratio = self.applied as f64 / test.from as f64;
@@ -568,9 +581,18 @@ impl Controller {
         let probe_due = self.config.probe_every != Duration::MAX
             && s.now.saturating_sub(self.last_probe) >= probe_gap
             && s.now >= self.unsettled_until;
-        // A probe measured; unless it found the backend queueing, the limit goes back.
-        if let Some(before) = restore.filter(|_| reached && r <= self.cuts_above()) {
-            return self.change(before, Reason::Room, s.now, Some(mean), Some(baseline));
+        // A probe measured; unless it found the backend queueing, the limit goes back, as
+        // soon as the hold allows.
+        if let Some(before) = self.restore {
+            if !(reached && r <= self.cuts_above()) {
+                self.restore = None;
+            } else if self.held(s.now, s.epoch) {
+                return None;
+            } else {
+                self.restore = None;
+                let (latency, baseline) = (Some(mean), Some(baseline));
+                return self.change(before, Reason::Room, s.now, s.epoch, latency, baseline);
+            }
         }
         let (to, reason) = if reached && probe_due {
             self.last_probe = s.now;
@@ -598,7 +620,7 @@ impl Controller {
                 }
             }
         };
-        self.change(to, reason, s.now, Some(mean), Some(baseline))
+        self.change(to, reason, s.now, s.epoch, Some(mean), Some(baseline))
     }
 
     /// The ratio of run time to the no-load estimate above which the algorithm cuts: the
@@ -610,40 +632,68 @@ impl Controller {
         }
     }
 
-    /// Overload was signalled outside any task's end; `limit` is the limit now. Signals within
-    /// one mean run time of the last change tell of the old limit, and are ignored.
-    /// `epoch`: as in [`Sample::epoch`].
-    pub(crate) fn signal(&mut self, limit: usize, now: u64, epoch: Option<u64>) -> Option<Change> {
+    /// Overload was signalled outside any task's end; `limit` is the limit now. A signal from
+    /// a task that `started` before the last change tells of the old limit, and is ignored;
+    /// from outside any task, one within a mean run time of the last change is. `epoch`: as
+    /// in [`Sample::epoch`].
+    pub(crate) fn signal(
+        &mut self,
+        limit: usize,
+        now: u64,
+        epoch: Option<u64>,
+        started: Option<u64>,
+    ) -> Option<Change> {
         self.sync(limit, now);
-        let settling = self.run.map_or(0, |r| r as u64);
-        let epoch = epoch.unwrap_or(self.epoch);
-        if self.last_change.is_some() && now < epoch.saturating_add(settling) {
+        self.forget_way_back();
+        let last = epoch.unwrap_or(self.epoch);
+        let old = match started {
+            Some(started) => started < last,
+            None => {
+                let settling = self.run.map_or(0, |r| r as u64);
+                // A clock behind the last change's is another runtime's: it tells nothing.
+                self.last_change.is_some() && now >= last && now < last.saturating_add(settling)
+            }
+        };
+        if old {
             return None;
         }
         let (latency, baseline) = (self.latency, self.baseline);
-        self.change(
-            self.limit * self.config.backoff,
-            Reason::Overload,
-            now,
-            latency,
-            baseline,
-        )
+        let to = self.limit * self.config.backoff;
+        self.change(to, Reason::Overload, now, epoch, latency, baseline)
     }
 
-    /// Moves the limit to `to`, within the floor, the ceiling and the hold.
+    /// An overload, whatever limit it tells of: no probe goes back to the limit before it.
+    fn forget_way_back(&mut self) {
+        self.restore = None;
+        if let Some(test) = &mut self.test {
+            test.probe = None;
+        }
+    }
+
+    /// Whether a change at `now` would come within the hold of the last one: the last change
+    /// of the limit on the caller's clock (`epoch`, as in [`Sample::epoch`]) if it knows it,
+    /// else the controller's last change.
+    fn held(&self, now: u64, epoch: Option<u64>) -> bool {
+        let hold = duration_ns(self.config.hold);
+        match self.last_change.filter(|_| hold > 0) {
+            Some(last) => now < epoch.unwrap_or(last).saturating_add(hold),
+            None => false,
+        }
+    }
+
+    /// Moves the limit to `to`, within the floor, the ceiling and the hold (`epoch`: see
+    /// [`held`](Controller::held)).
     fn change(
         &mut self,
         to: f64,
         reason: Reason,
         now: u64,
+        epoch: Option<u64>,
         latency: Option<f64>,
         baseline: Option<f64>,
     ) -> Option<Change> {
-        let hold = duration_ns(self.config.hold);
-        if let Some(last) = self.last_change.filter(|_| hold > 0) {
-            if now < last.saturating_add(hold) {
-                return None;
-            }
+        if self.held(now, epoch) {
+            return None;
         }
         let floor = self.config.floor as f64;
         let to = to.clamp(floor, self.ceiling as f64);

@@ -408,7 +408,7 @@ impl Runner {
                     .expect("a runner always holds a task here");
                 // `task_id()` inside the task, and its span around it.
                 let _span = self.span.as_ref().map(TaskSpan::enter);
-                let _entered = id::enter(TaskId::new(id));
+                let _entered = id::enter(TaskId::new(id), started.at.map_or(0, NonZeroU64::get));
                 match poll_catching(&mut started.task, cx) {
                     Ok(Poll::Ready(())) => Poll::Ready(End::Completed),
                     Ok(Poll::Pending) => Poll::Pending,
@@ -446,7 +446,10 @@ fn close(
     how: End,
     now: Option<u64>,
 ) -> Effects {
-    let _entered = id::enter(TaskId::new(started.id));
+    let _entered = id::enter(
+        TaskId::new(started.id),
+        started.at.map_or(0, NonZeroU64::get),
+    );
     let outcome = started.task.as_mut().end(started.id, how);
     let awaited = started.task.awaited();
     let deferred = started.task.hands_panic();

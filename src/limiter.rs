@@ -298,7 +298,7 @@ impl Limiter {
         let now = Clock::process().now();
         let reports = {
             let mut pool = lock(&self.domain);
-            pool.limiter_overloaded(now, None);
+            pool.limiter_overloaded(now, None, crate::id::current_start());
             pool.take_reports()
         };
         reports.iter().for_each(observe::adapted);

@@ -155,7 +155,9 @@ impl Shared {
     pub(crate) fn overloaded(self: &Arc<Self>) {
         let now = self.clock.now();
         let at = self.at();
-        let fx = self.lock().overloaded(self.id, now, at);
+        // From inside a task, when it started tells which limit it speaks of.
+        let started = crate::id::current_start();
+        let fx = self.lock().overloaded(self.id, now, at, started);
         apply(self, fx);
     }
 

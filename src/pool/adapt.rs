@@ -15,6 +15,10 @@ use crate::task::Outcome;
 use super::{Ctx, Fx, MemberId, ONE, Pool};
 use crate::observe;
 
+/// How far behind a change a member's last reading of its clock must be for the member to
+/// count as on another clock (see `Pool::limiter_changed`): a minute, in nanoseconds.
+const OTHER_CLOCK: u64 = 60_000_000_000;
+
 /// The most reports a pool keeps untaken.
 const MAX_REPORTS: usize = 64;
 
@@ -127,7 +131,7 @@ impl<T: 'static, G: Ctx, A> Pool<T, G, A> {
                 self.limit = change.to;
                 raised |= change.to > change.from;
                 limiter_report = Some(adapter.report(true, change));
-                self.limiter_changed();
+                self.limiter_changed(end.now);
             }
         }
         let reported = group_report.is_some() || limiter_report.is_some();
@@ -171,24 +175,32 @@ impl<T: 'static, G: Ctx, A> Pool<T, G, A> {
             self.limit = limit;
             Box::new(Adapter { controller, name })
         });
-        self.limiter_changed();
+        self.limiter_changed(now);
         (from, self.limit, self.hand_out(self.budget, now))
     }
 
     /// Overload was signalled for member `id` at `now` (its clock): its own cap's controller
     /// and its limiter's hear of it. Cuts start nothing; the effects only report.
-    pub(crate) fn overloaded(&mut self, id: MemberId, now: u64, at: u64) -> Fx<T, G, A> {
+    /// `started`: when the task that signals started (its group's clock), if a task does.
+    pub(crate) fn overloaded(
+        &mut self,
+        id: MemberId,
+        now: u64,
+        at: u64,
+        started: Option<u64>,
+    ) -> Fx<T, G, A> {
         let member = self.member(id);
         let mut report = None;
         let limiter_epoch = member.limiter_epoch;
         if let Some(adapter) = member.adaptive.as_mut() {
-            if let Some(change) = adapter.controller.signal(member.cap.limit(), now, None) {
+            let limit = member.cap.limit();
+            if let Some(change) = adapter.controller.signal(limit, now, None, started) {
                 member.cap.set_limit(change.to);
                 report = Some(adapter.report(false, change));
             }
         }
         // Before the settle, which sees both limits as they are now.
-        let limiter = self.limiter_overloaded(now, Some(limiter_epoch));
+        let limiter = self.limiter_overloaded(now, Some(limiter_epoch), started);
         let mut fx = self.settle(id, Some(id), at, ONE);
         let reported = report.is_some() || limiter;
         if let Some(report) = report {
@@ -201,28 +213,37 @@ impl<T: 'static, G: Ctx, A> Pool<T, G, A> {
     /// Overload was signalled to the pool's controller at `now`; `epoch`, when the limit last
     /// changed on the clock `now` was read on, if known. Returns whether it changed the limit
     /// (and kept a report of it). A cut starts nothing.
-    pub(crate) fn limiter_overloaded(&mut self, now: u64, epoch: Option<u64>) -> bool {
+    pub(crate) fn limiter_overloaded(
+        &mut self,
+        now: u64,
+        epoch: Option<u64>,
+        started: Option<u64>,
+    ) -> bool {
         let Some(adapter) = self.adaptive.as_mut() else {
             return false;
         };
-        let Some(change) = adapter.controller.signal(self.limit, now, epoch) else {
+        let Some(change) = adapter.controller.signal(self.limit, now, epoch, started) else {
             return false;
         };
         self.limit = change.to;
         let report = adapter.report(true, change);
         self.keep(report);
-        self.limiter_changed();
+        self.limiter_changed(now);
         true
     }
 
-    /// The limiter's limit changed: each member's tasks started from now on (its own clock,
-    /// as far as it was last read) tell of the new limit. A limiter's groups may be on
-    /// runtimes whose clocks differ, so the controller's own epoch, on one group's clock,
-    /// cannot tell for the others. O(members), on a change of limit only.
-    pub(super) fn limiter_changed(&mut self) {
+    /// The limiter's limit changed at `now` (the clock of whoever changed it): from then on,
+    /// each member's tasks tell of the new limit. Its groups share one clock, unless they are
+    /// on runtimes whose clocks differ (tokio's paused clock, in tests): a member whose last
+    /// reading of its clock is ahead of `now`, or more than [`OTHER_CLOCK`] behind it, is
+    /// taken to be on another clock, and judged from that reading. O(members), on a change of
+    /// limit only.
+    pub(super) fn limiter_changed(&mut self, now: u64) {
         if self.adaptive.is_some() {
             for member in self.members.iter_mut().flatten() {
-                member.limiter_epoch = member.frontier;
+                let other =
+                    member.frontier > now || member.frontier.saturating_add(OTHER_CLOCK) < now;
+                member.limiter_epoch = if other { member.frontier } else { now };
             }
         }
     }

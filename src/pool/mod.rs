@@ -1185,7 +1185,7 @@ impl<T: 'static, G: Ctx, A> Pool<T, G, A> {
     /// Sets the limit; returns the old one. Raising it hands the new slots out at once.
     pub(crate) fn set_limit(&mut self, limit: usize, at: u64) -> (usize, Fx<T, G, A>) {
         let old = std::mem::replace(&mut self.limit, limit);
-        self.limiter_changed();
+        self.limiter_changed(at);
         (old, self.hand_out(self.budget, at))
     }
 
@@ -1204,7 +1204,7 @@ impl<T: 'static, G: Ctx, A> Pool<T, G, A> {
         let outcome = step(&mut self.throttle, self.limit, now);
         if let ThrottleOutcome::Applied { to, .. } = outcome {
             self.limit = to;
-            self.limiter_changed();
+            self.limiter_changed(at);
         }
         (outcome, self.hand_out(self.budget, at))
     }

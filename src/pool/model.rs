@@ -722,7 +722,7 @@ impl Harness {
             Op::Overloaded(g) => {
                 if let Some(g) = Self::pick(&self.live_groups(), g) {
                     let now = self.now;
-                    let fx = self.pool.overloaded(g, now, at);
+                    let fx = self.pool.overloaded(g, now, at, None);
                     self.adapted();
                     self.apply(Some(g), fx);
                 }
