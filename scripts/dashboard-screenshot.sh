@@ -48,7 +48,7 @@ mkdir -p "$(dirname "$out")"
 # before the picture is taken.
 chromium --headless --no-sandbox --disable-gpu --hide-scrollbars \
   --user-data-dir="$profile" --no-first-run --disable-extensions \
-  --window-size=1400,1100 --virtual-time-budget=5000 \
+  --window-size=1400,1580 --virtual-time-budget=5000 \
   --screenshot="$out" "${url}#span=60" 2>/dev/null
 test -s "$out" || { echo "no screenshot at $out" >&2; exit 1; }
 echo "wrote $out"

@@ -1,7 +1,8 @@
 //! The dashboard example's server (issue 12): on a loopback port, `/` serves the page and
 //! `/api/snapshot` says of every registered group and limiter what their own `stats()`,
-//! `history()`, `limit()` and `running()` say, with the sampler's series and the decisions
-//! recorded. Real clock and real sockets; every wait bounded.
+//! `history()`, `limit()` and `running()` say (adaptive controllers included), with the
+//! sampler's series, the decisions recorded and those adaptive controllers made. Real clock
+//! and real sockets; every wait bounded.
 
 mod common;
 
@@ -13,7 +14,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use common::outputs::{quiet_hook, quiet_panic};
-use schedgroup::{Group, Limiter, Registry, Stats};
+use schedgroup::{Adaptive, AdaptiveState, Group, Limiter, Registry, Stats};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -91,6 +92,28 @@ fn expected_stats(s: Stats) -> Value {
     })
 }
 
+/// A duration as the snapshot writes it: milliseconds, to a microsecond.
+fn ms(d: Duration) -> f64 {
+    (d.as_secs_f64() * 1e6).round() / 1e3
+}
+
+/// The `adaptive` object the snapshot must show for `a`, written out field by field.
+fn expected_adaptive(a: &AdaptiveState) -> Value {
+    json!({
+        "algorithm": a.algorithm.name(),
+        "limit": a.limit,
+        "no_load_ms": a.no_load_latency.map(ms),
+        "latency_ms": a.latency.map(ms),
+        "decisions": a.decisions,
+        "last": a.last.map(|d| json!({
+            "ago_ms": ms(d.ago),
+            "from": d.from,
+            "to": d.to,
+            "reason": d.reason.name(),
+        })),
+    })
+}
+
 /// The component of the snapshot with this name (`None`: the unnamed one).
 fn component<'a>(snapshot: &'a Value, name: Option<&str>) -> &'a Value {
     let name = name.map_or(Value::Null, |n| json!(n));
@@ -123,6 +146,16 @@ async fn the_page_and_a_snapshot_that_agrees_with_stats_history_and_the_limiter(
         .build();
     let unnamed = Group::builder()
         .max_concurrent(2)
+        .registry(&registry)
+        .build();
+    // Adaptive: a limiter's limit and a group's own cap.
+    let search = Limiter::named("search", 20);
+    search.set_adaptive(Adaptive::gradient().ceiling(20));
+    registry.add_limiter(&search);
+    let ranker = Group::builder()
+        .name("ranker")
+        .max_concurrent(8)
+        .adaptive(Adaptive::aimd().min_samples(4))
         .registry(&registry)
         .build();
 
@@ -170,6 +203,18 @@ async fn the_page_and_a_snapshot_that_agrees_with_stats_history_and_the_limiter(
     // A controller's decision.
     assert!(backend.set_limit(6));
     dashboard.record_decision("backend", 8, 6, "a test's reason");
+    // The ranker: 4 tasks, one decision on their run time, which changes nothing (its cap
+    // was never reached), but measures.
+    for _ in 0..4 {
+        ranker.delay(Duration::ZERO, async {});
+    }
+    timeout(BOUND, ranker.wait())
+        .await
+        .expect("the ranker drained")
+        .unwrap();
+    // Search: overload cuts 20 -> 16 before the sample, which logs it, and 16 -> 13 after.
+    search.overloaded();
+    assert_eq!(search.limit(), 16);
 
     let crawler_stats = crawler.stats();
     assert_eq!(
@@ -186,6 +231,8 @@ async fn the_page_and_a_snapshot_that_agrees_with_stats_history_and_the_limiter(
     );
 
     dashboard.sample();
+    search.overloaded();
+    assert_eq!(search.limit(), 13);
     let listener = TcpListener::bind(("127.0.0.1", 0)).await.unwrap();
     let addr = listener.local_addr().unwrap();
     let serving = tokio::spawn(server::serve(listener, dashboard.clone()));
@@ -233,8 +280,68 @@ async fn the_page_and_a_snapshot_that_agrees_with_stats_history_and_the_limiter(
             (1, "group", json!("crawler-a")),
             (2, "group", json!("responder")),
             (3, "group", Value::Null),
+            (4, "limiter", json!("search")),
+            (5, "group", json!("ranker")),
         ]
     );
+
+    // Adaptive controllers as `History::adaptive` says; `null` without one. Nothing ran on
+    // search and nothing ends on the ranker any more: their states stand still but for the
+    // last change's age.
+    for (name, history) in [("search", search.history()), ("ranker", ranker.history())] {
+        let state = history.adaptive.expect("a controller");
+        let shown = &component(&snapshot, Some(name))["adaptive"];
+        let mut want = expected_adaptive(&state);
+        if let Some(ago) = shown["last"]["ago_ms"].as_f64() {
+            assert!(ago <= ms(state.last.unwrap().ago), "{name}: ago {ago}");
+            want["last"]["ago_ms"] = json!(ago);
+        }
+        assert_eq!(shown, &want, "{name} adaptive");
+    }
+    let search_c = component(&snapshot, Some("search"));
+    assert_eq!(
+        (
+            &search_c["limit"],
+            &search_c["adaptive"]["algorithm"],
+            &search_c["adaptive"]["limit"],
+            &search_c["adaptive"]["decisions"],
+            &search_c["adaptive"]["last"]["from"],
+            &search_c["adaptive"]["last"]["to"],
+            &search_c["adaptive"]["last"]["reason"],
+            &search_c["adaptive"]["latency_ms"],
+        ),
+        (
+            &json!(13),
+            &json!("gradient"),
+            &json!(13),
+            &json!(2),
+            &json!(16),
+            &json!(13),
+            &json!("overload"),
+            &Value::Null,
+        ),
+        "two overload cuts, no run time measured"
+    );
+    let ranker_c = component(&snapshot, Some("ranker"));
+    assert_eq!(
+        (
+            &ranker_c["adaptive"]["algorithm"],
+            &ranker_c["adaptive"]["limit"],
+            &ranker_c["adaptive"]["decisions"],
+            &ranker_c["adaptive"]["last"],
+        ),
+        (&json!("aimd"), &json!(8), &json!(0), &Value::Null),
+        "measured, never changed"
+    );
+    assert!(ranker_c["adaptive"]["latency_ms"].is_f64());
+    assert!(ranker_c["adaptive"]["no_load_ms"].is_f64());
+    for name in [Some("backend"), Some("crawler-a"), Some("responder"), None] {
+        assert_eq!(
+            component(&snapshot, name)["adaptive"],
+            Value::Null,
+            "{name:?} has no controller"
+        );
+    }
 
     // Groups: stats as stats() says, now as history() says, every window's counts.
     for (group, name) in [
@@ -323,22 +430,141 @@ async fn the_page_and_a_snapshot_that_agrees_with_stats_history_and_the_limiter(
     let responder_series = &component(&snapshot, Some("responder"))["series"];
     assert_eq!(responder_series[0]["limit"], Value::Null);
 
-    // The decision.
+    // The decisions: the one recorded, and search's first cut, which the sample saw (the
+    // second came after it). Their order is by time, which the test does not pin: they were
+    // made within a millisecond or so.
+    let decisions = snapshot["decisions"].as_array().unwrap();
+    assert_eq!(decisions.len(), 2, "{decisions:?}");
+    let by = |source: &str| {
+        decisions
+            .iter()
+            .find(|d| d["source"] == source)
+            .unwrap_or_else(|| panic!("a {source} decision in {decisions:?}"))
+    };
+    let recorded = by("workload");
     assert_eq!(
-        snapshot["decisions"],
-        json!([{
-            "t_ms": snapshot["decisions"][0]["t_ms"],
+        recorded,
+        &json!({
+            "t_ms": recorded["t_ms"],
             "limiter": "backend",
             "from": 8,
             "to": 6,
             "why": "a test's reason",
-        }])
+            "source": "workload",
+            "id": null,
+        })
     );
-    assert!(
-        snapshot["decisions"][0]["t_ms"].as_u64().unwrap() <= snapshot["time_ms"].as_u64().unwrap()
+    let adapted = by("adaptive");
+    assert_eq!(
+        adapted,
+        &json!({
+            "t_ms": adapted["t_ms"],
+            "limiter": "search",
+            "from": 20,
+            "to": 16,
+            "why": "overload (gradient): no run time measured yet",
+            "source": "adaptive",
+            "id": 4,
+        })
     );
+    for d in decisions {
+        assert!(d["t_ms"].as_u64().unwrap() <= snapshot["time_ms"].as_u64().unwrap());
+    }
+    assert!(decisions[0]["t_ms"].as_u64() <= decisions[1]["t_ms"].as_u64());
 
     assert_eq!(get(addr, "/nothing-here").await.status, 404);
     serving.abort();
     crawler.cancel();
+}
+
+/// The sampler logs an adaptive controller's changes once each time it sees the count grow
+/// (the last change, saying how many more it skipped), by the component's name (`#id` if it
+/// has none) and id, and starts counting again when the controller is set afresh.
+#[tokio::test]
+async fn the_sampler_logs_adaptive_decisions_once() {
+    let registry = Registry::new();
+    let dashboard = server::Dashboard::new(registry.clone());
+    let api = Limiter::named("api", 10);
+    api.set_adaptive(Adaptive::aimd());
+    registry.add_limiter(&api);
+    let capped = Group::builder()
+        .max_concurrent(10)
+        .adaptive(Adaptive::aimd())
+        .registry(&registry)
+        .build();
+    let logged = |dashboard: &server::Dashboard| {
+        let snapshot = dashboard.snapshot();
+        let decisions = snapshot["decisions"].as_array().unwrap().clone();
+        let t: Vec<u64> = decisions
+            .iter()
+            .map(|d| d["t_ms"].as_u64().unwrap())
+            .collect();
+        assert!(t.windows(2).all(|w| w[0] <= w[1]), "in time order: {t:?}");
+        decisions
+            .iter()
+            .map(|d| {
+                assert_eq!(d["source"], "adaptive");
+                let why = d["why"].as_str().unwrap().to_owned();
+                (
+                    d["limiter"].clone(),
+                    d["id"].clone(),
+                    d["from"].clone(),
+                    d["to"].clone(),
+                    why,
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    let entry = |name: &str, id: u64, from: usize, to: usize, why: &str| {
+        (
+            json!(name),
+            json!(id),
+            json!(from),
+            json!(to),
+            why.to_owned(),
+        )
+    };
+
+    dashboard.sample();
+    assert_eq!(logged(&dashboard), [], "no change yet");
+
+    // One cut (10 -> 8), seen by two samples: logged once.
+    api.overloaded();
+    dashboard.sample();
+    dashboard.sample();
+    let one = entry("api", 0, 10, 8, "overload (aimd): no run time measured yet");
+    assert_eq!(logged(&dashboard), std::slice::from_ref(&one));
+
+    // Two cuts between samples (8 -> 6 -> 5): the last is logged, the other counted.
+    api.overloaded();
+    api.overloaded();
+    assert_eq!(api.history().adaptive.unwrap().decisions, 3);
+    dashboard.sample();
+    let two = entry(
+        "api",
+        0,
+        6,
+        5,
+        "overload (aimd): no run time measured yet; 1 more not listed",
+    );
+    assert_eq!(logged(&dashboard), [one.clone(), two.clone()]);
+
+    // Set again, the controller counts from 0: its first cut (5 -> 4) is still new. And a
+    // group's own cap, unnamed (10 -> 8).
+    api.set_adaptive(Adaptive::aimd());
+    api.overloaded();
+    capped.overloaded();
+    assert_eq!((api.limit(), capped.max_concurrent()), (4, 8));
+    dashboard.sample();
+    let log = logged(&dashboard);
+    assert_eq!(log.len(), 4, "{log:?}");
+    assert_eq!(log[..2], [one, two]);
+    let three = entry("api", 0, 5, 4, "overload (aimd): no run time measured yet");
+    let four = entry("#1", 1, 10, 8, "overload (aimd): no run time measured yet");
+    assert!(
+        log[2..].contains(&three) && log[2..].contains(&four),
+        "{log:?}"
+    );
+    dashboard.sample();
+    assert_eq!(logged(&dashboard).len(), 4, "nothing new");
 }

@@ -1,7 +1,8 @@
 //! A live dashboard of a running workload: every group and limiter of a
 //! [`Registry`](schedgroup::Registry), what runs, waits and limits them now, charts of the last
-//! 10 s, 1 min and 5 min, start lateness and run time, and the throttle decisions of a
-//! controller, on one page at `http://127.0.0.1:3000/` that updates every second.
+//! 10 s, 1 min and 5 min, start lateness and run time, the throttle decisions of a
+//! hand-written controller and those of an adaptive limit, on one page at
+//! `http://127.0.0.1:3000/` that updates every second.
 //!
 //! The workload runs until you stop it (Ctrl-C), on the real clock, and touches no network
 //! but the dashboard's own port:
@@ -17,7 +18,14 @@
 //!   limit up by 2 when it was full and requests started late (start lateness p99 over 200
 //!   ms), down by 1 when they started on time (p99 under 100 ms), within a floor of 2 and a
 //!   ceiling of 10, holding 4 s after each change. Each applied change is listed on the page
-//!   with its reason.
+//!   with its reason;
+//! - `search`, a limiter with an [`Adaptive`](schedgroup::Adaptive) gradient limit (from 4,
+//!   at most 64) serving `search-queries`, a group of queries to a simulated search backend
+//!   that takes 20 ms (±10%) while 12 or fewer run, longer in proportion beyond (it queues),
+//!   and refuses at once beyond 24 (the task then calls `Group::overloaded`). Queries come
+//!   in waves of a minute, 190-570 a second (the backend manages 600), each due a random
+//!   0-100 ms from now. The page shows the controller's limit, no-load estimate and run time,
+//!   and lists its changes with the throttle's.
 //!
 //! The first line printed is the address. Run it with:
 //!
@@ -33,10 +41,12 @@ mod server;
 
 use std::collections::VecDeque;
 use std::f64::consts::TAU;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use rand::Rng;
-use schedgroup::{Group, Limiter, Registry, TaskHandle, Throttle, ThrottleOutcome};
+use schedgroup::{Adaptive, Group, Limiter, Registry, TaskHandle, Throttle, ThrottleOutcome};
 use server::Dashboard;
 use tokio::net::TcpListener;
 use tokio::time::{Instant, sleep};
@@ -80,11 +90,20 @@ async fn main() {
         .max_concurrent(4)
         .registry(&registry)
         .build();
+    let search = Limiter::named("search", 4);
+    search.set_adaptive(Adaptive::gradient().ceiling(64));
+    registry.add_limiter(&search);
+    let queries = Group::builder()
+        .name("search-queries")
+        .limiter(&search)
+        .registry(&registry)
+        .build();
 
     tokio::spawn(crawl(crawler_a, 14.0, 0.0));
     tokio::spawn(crawl(crawler_b, 32.0, 0.1));
     tokio::spawn(respond(responder));
     tokio::spawn(expire(expiry));
+    tokio::spawn(query(queries, SearchBackend::default()));
     tokio::spawn(control(backend, dashboard.clone()));
     dashboard.spawn_sampler();
 
@@ -218,6 +237,74 @@ async fn expire(group: Group) {
                 });
                 entries.push_back(entry);
             }
+        }
+    }
+}
+
+/// A simulated search backend: up to [`SearchBackend::KNEE`] queries at once take 20 ms
+/// (±10%); beyond, each takes longer in proportion to how many are in flight; beyond
+/// [`SearchBackend::REFUSE`] it refuses at once. Clones share the backend.
+#[derive(Clone, Default)]
+struct SearchBackend {
+    in_flight: Arc<AtomicUsize>,
+}
+
+/// Counts a query in flight until dropped.
+struct InFlight<'a>(&'a AtomicUsize);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        // A plain counter: nothing else is published through it.
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl SearchBackend {
+    /// How many queries it serves at once without slowing down.
+    const KNEE: usize = 12;
+    /// Above this many in flight, it refuses.
+    const REFUSE: usize = 24;
+
+    /// One query; `Err` when refused.
+    async fn query(&self) -> Result<(), &'static str> {
+        // A plain counter: nothing else is published through it.
+        let n = self.in_flight.fetch_add(1, Ordering::Relaxed) + 1;
+        let _in_flight = InFlight(&self.in_flight);
+        if n > Self::REFUSE {
+            sleep(Duration::from_millis(1)).await;
+            return Err("search said 503");
+        }
+        let base = rand::rng().random_range(18.0..22.0);
+        let ms = base * n.max(Self::KNEE) as f64 / Self::KNEE as f64;
+        sleep(Duration::from_secs_f64(ms / 1000.0)).await;
+        Ok(())
+    }
+}
+
+/// Every 10 ms, schedules queries at 380 a second on average, in waves of a minute (from 0.5
+/// to 1.5 times it), each due a random 0-100 ms from now. A refused query tells the
+/// group's adaptive limit (its limiter's) that the backend is overloaded.
+async fn query(group: Group, backend: SearchBackend) {
+    let start = Instant::now();
+    let mut every = tokio::time::interval(Duration::from_millis(10));
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        let t = start.elapsed().as_secs_f64();
+        let rate = 380.0 * (1.0 + 0.5 * (TAU * t / 60.0).sin());
+        let delays: Vec<u64> = {
+            let mut rng = rand::rng();
+            // Whole queries per tick, with the fraction carried by chance: `rate` on average.
+            let count = (rate * 0.01 + rng.random_range(0.0..1.0)).floor() as usize;
+            (0..count).map(|_| rng.random_range(0..=100)).collect()
+        };
+        for delay in delays {
+            let (task_group, backend) = (group.clone(), backend.clone());
+            group.delay(Duration::from_millis(delay), async move {
+                if backend.query().await.is_err() {
+                    task_group.overloaded();
+                }
+            });
         }
     }
 }

@@ -1,5 +1,6 @@
 //! The dashboard's server: one page, one JSON endpoint, and a sampler that keeps five minutes
-//! of one-second samples per component so the page can draw its charts on first load.
+//! of one-second samples per component so the page can draw its charts on first load, and
+//! logs the changes adaptive controllers make.
 //!
 //! Routes:
 //!
@@ -22,6 +23,16 @@
 //!     "limit": 8 | null,              // null: no cap (usize::MAX, an uncapped group)
 //!     "stats": {"scheduled", "pending", "running", "completed", "cancelled", "panicked"}
 //!              | null,                // Group::stats(); null for a limiter
+//!     "adaptive": {                   // History::adaptive; null without a controller
+//!       "algorithm": "aimd" | "gradient",
+//!       "limit": 13 | null,           // AdaptiveState::limit; null: usize::MAX
+//!       "no_load_ms": 20.1 | null,    // the no-load run time estimate; null until measured
+//!       "latency_ms": 22.4 | null,    // the last decision's mean run time; null until then
+//!       "decisions": 57,              // changes made since the controller was set
+//!       "last": {"ago_ms": 2013.2,    // AdaptiveState::last, the last change
+//!                "from": 14, "to": 13, // limits, null for usize::MAX
+//!                "reason": "overload" | "latency" | "room" | "probe"} | null
+//!     } | null,
 //!     "windows": [{                   // History::windows: 10 s, 1 min, 5 min
 //!       "span_s": 10, "peak_running": 8, "mean_running": 6.4, "mean_waiting": 1.2,
 //!       "started": 512, "ended": 510, "completed": 500, "panicked": 3, "cancelled": 7,
@@ -38,16 +49,29 @@
 //!       "late_p99_ms": 180.0 | null
 //!     }, ...]
 //!   }, ...],
-//!   "decisions": [{                   // recorded by the workload's controller, oldest first
-//!     "t_ms": 64000, "limiter": "backend", "from": 8, "to": 9,
-//!     "why": "3 waiting, start lateness p99 412 ms"
+//!   "decisions": [{                   // the latest 100 limit changes, oldest first
+//!     "t_ms": 64000,
+//!     "limiter": "backend",           // the name of what changed: a limiter, or a group's cap
+//!     "from": 8, "to": 9,
+//!     "why": "3 waiting, start lateness p99 412 ms",
+//!     "source": "workload" | "adaptive",
+//!     "id": 0 | null                  // the component's id; null for "workload"
 //!   }, ...]
 //! }
 //! ```
 //!
-//! The "now" fields (running, waiting, limit, stats, windows) are read when the request comes
-//! in; `series` holds what the sampler saw. A component that leaves the registry (its last
-//! handle dropped) leaves the snapshot and its series at the next sample.
+//! The "now" fields (running, waiting, limit, stats, adaptive, windows) are read when the
+//! request comes in; `series` holds what the sampler saw. A component that leaves the registry
+//! (its last handle dropped) leaves the snapshot and its series at the next sample.
+//!
+//! Decisions come from two places. The workload's own controller records its changes
+//! ([`Dashboard::record_decision`], `"source": "workload"`). An adaptive controller's changes
+//! are noticed by the sampler (`"source": "adaptive"`): when a component's
+//! `AdaptiveState::decisions` has grown since the last sample, it logs the `last` decision, at
+//! the time it was made, with its reason and the run time figures of the sample; `why` says
+//! how many more were made since the previous sample and are not listed (a controller can
+//! change its limit several times a second). A component first seen with decisions already
+//! made logs its last one the same way.
 
 use std::collections::{HashMap, VecDeque};
 use std::io;
@@ -59,7 +83,7 @@ use axum::extract::State;
 use axum::http::header;
 use axum::response::{Html, IntoResponse};
 use axum::routing::get;
-use schedgroup::{Component, Kind, Percentiles, Registry, Window};
+use schedgroup::{AdaptiveState, Component, Kind, Percentiles, Registry, Window};
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio::time::{Instant, MissedTickBehavior};
@@ -87,11 +111,19 @@ struct Inner {
     registry: Registry,
     /// Time zero of every `t_ms`.
     start: Instant,
-    /// Per component id, its samples, oldest first. Guarded by its mutex, never held across
-    /// an `.await`.
-    series: Mutex<HashMap<u64, VecDeque<Sample>>>,
-    /// The latest decisions, oldest first.
+    /// Per component id, what the sampler saw of it. Guarded by its mutex, never held across
+    /// an `.await`, and never held while `decisions` is locked.
+    tracks: Mutex<HashMap<u64, Track>>,
+    /// The latest decisions, oldest first (by `t_ms`).
     decisions: Mutex<VecDeque<Decision>>,
+}
+
+/// What the sampler saw of one component.
+struct Track {
+    /// Its samples, oldest first.
+    samples: VecDeque<Sample>,
+    /// Its adaptive controller's `decisions` at the last sample (0 without one).
+    decisions: u64,
 }
 
 /// One component at one moment.
@@ -114,6 +146,8 @@ struct Decision {
     from: usize,
     to: usize,
     why: String,
+    /// The adaptive controller of this component made it; `None`: the workload recorded it.
+    adaptive: Option<u64>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -128,7 +162,7 @@ impl Dashboard {
             inner: Arc::new(Inner {
                 registry,
                 start: Instant::now(),
-                series: Mutex::new(HashMap::new()),
+                tracks: Mutex::new(HashMap::new()),
                 decisions: Mutex::new(VecDeque::new()),
             }),
         }
@@ -138,36 +172,62 @@ impl Dashboard {
         u64::try_from(self.inner.start.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
 
-    /// Records that a controller moved `limiter`'s limit `from` -> `to`, and why.
+    /// Records that the workload's controller moved `limiter`'s limit `from` -> `to`, and
+    /// why.
     pub fn record_decision(&self, limiter: &str, from: usize, to: usize, why: impl Into<String>) {
-        let decision = Decision {
+        self.log(Decision {
             t_ms: self.now_ms(),
             limiter: limiter.to_owned(),
             from,
             to,
             why: why.into(),
-        };
-        let mut decisions = lock(&self.inner.decisions);
-        if decisions.len() == DECISIONS {
-            decisions.pop_front();
-        }
-        decisions.push_back(decision);
+            adaptive: None,
+        });
     }
 
-    /// Takes one sample of every registered component, and forgets the series of those that
-    /// are gone.
+    /// Puts `decision` in the log in time order (an adaptive one is logged after it was made),
+    /// dropping the oldest beyond [`DECISIONS`].
+    fn log(&self, decision: Decision) {
+        let mut decisions = lock(&self.inner.decisions);
+        let at = decisions
+            .iter()
+            .rposition(|d| d.t_ms <= decision.t_ms)
+            .map_or(0, |i| i + 1);
+        decisions.insert(at, decision);
+        if decisions.len() > DECISIONS {
+            decisions.pop_front();
+        }
+    }
+
+    /// Takes one sample of every registered component, logs the adaptive decisions made since
+    /// the last one, and forgets the series of those that are gone.
     pub fn sample(&self) {
         let components = self.inner.registry.snapshot();
         let t_ms = self.now_ms();
-        let mut series = lock(&self.inner.series);
-        series.retain(|id, _| components.iter().any(|c| c.id == *id));
+        let mut adaptive = Vec::new();
+        let mut tracks = lock(&self.inner.tracks);
+        tracks.retain(|id, _| components.iter().any(|c| c.id == *id));
         for c in &components {
             let h = &c.history;
             let w10 = &h.windows[0];
             let secs = w10.span.as_secs_f64();
-            let ring = series
-                .entry(c.id)
-                .or_insert_with(|| VecDeque::with_capacity(SAMPLES));
+            let track = tracks.entry(c.id).or_insert_with(|| Track {
+                samples: VecDeque::with_capacity(SAMPLES),
+                decisions: 0,
+            });
+            let decisions = h.adaptive.as_ref().map_or(0, |a| a.decisions);
+            // Fewer than last time: the controller was set again and counts afresh.
+            let new = decisions.checked_sub(track.decisions).unwrap_or(decisions);
+            track.decisions = decisions;
+            if let Some(decision) = h
+                .adaptive
+                .as_ref()
+                .filter(|_| new > 0)
+                .and_then(|a| adaptive_decision(c, a, new, t_ms))
+            {
+                adaptive.push(decision);
+            }
+            let ring = &mut track.samples;
             if ring.len() == SAMPLES {
                 ring.pop_front();
             }
@@ -181,6 +241,10 @@ impl Dashboard {
                 late_p50_ms: w10.start_lateness.map(|p| ms(p.p50)),
                 late_p99_ms: w10.start_lateness.map(|p| ms(p.p99)),
             });
+        }
+        drop(tracks);
+        for decision in adaptive {
+            self.log(decision);
         }
     }
 
@@ -200,12 +264,12 @@ impl Dashboard {
     /// The `/api/snapshot` document (see the module docs).
     pub fn snapshot(&self) -> Value {
         let components = self.inner.registry.snapshot();
-        let series = lock(&self.inner.series);
+        let tracks = lock(&self.inner.tracks);
         let components: Vec<Value> = components
             .iter()
-            .map(|c| component(c, series.get(&c.id)))
+            .map(|c| component(c, tracks.get(&c.id).map(|t| &t.samples)))
             .collect();
-        drop(series);
+        drop(tracks);
         let decisions: Vec<Value> = lock(&self.inner.decisions)
             .iter()
             .map(|d| {
@@ -215,6 +279,8 @@ impl Dashboard {
                     "from": d.from,
                     "to": d.to,
                     "why": d.why,
+                    "source": if d.adaptive.is_some() { "adaptive" } else { "workload" },
+                    "id": d.adaptive,
                 })
             })
             .collect();
@@ -225,6 +291,38 @@ impl Dashboard {
             "decisions": decisions,
         })
     }
+}
+
+/// The last decision of `c`'s adaptive controller `a`, as the sample at `t_ms` logs it; `new`
+/// decisions were made since the previous sample.
+fn adaptive_decision(c: &Component, a: &AdaptiveState, new: u64, t_ms: u64) -> Option<Decision> {
+    let last = a.last?;
+    let ago = u64::try_from(last.ago.as_millis()).unwrap_or(u64::MAX);
+    let mut why = format!("{} ({})", last.reason.name(), a.algorithm.name());
+    match (a.latency, a.no_load_latency) {
+        (Some(now), Some(no_load)) => {
+            why += &format!(
+                ": run time {:.1} ms, no-load {:.1} ms",
+                ms(now),
+                ms(no_load)
+            );
+        }
+        _ => why += ": no run time measured yet",
+    }
+    if new > 1 {
+        why += &format!("; {} more not listed", new - 1);
+    }
+    Some(Decision {
+        t_ms: t_ms.saturating_sub(ago),
+        limiter: c
+            .name
+            .as_deref()
+            .map_or_else(|| format!("#{}", c.id), str::to_owned),
+        from: last.from,
+        to: last.to,
+        why,
+        adaptive: Some(c.id),
+    })
 }
 
 /// A duration in milliseconds, to a microsecond.
@@ -248,6 +346,27 @@ fn percentiles(p: Option<Percentiles>) -> Value {
             "p99_ms": ms(p.p99),
             "max_ms": ms(p.max),
             "count": p.count,
+        })
+    })
+}
+
+fn adaptive(a: Option<&AdaptiveState>) -> Value {
+    a.map_or(Value::Null, |a| {
+        let last = a.last.map_or(Value::Null, |d| {
+            json!({
+                "ago_ms": ms(d.ago),
+                "from": limit(d.from),
+                "to": limit(d.to),
+                "reason": d.reason.name(),
+            })
+        });
+        json!({
+            "algorithm": a.algorithm.name(),
+            "limit": limit(a.limit),
+            "no_load_ms": a.no_load_latency.map(ms),
+            "latency_ms": a.latency.map(ms),
+            "decisions": a.decisions,
+            "last": last,
         })
     })
 }
@@ -309,6 +428,7 @@ fn component(c: &Component, series: Option<&VecDeque<Sample>>) -> Value {
         "waiting": h.waiting,
         "limit": limit(h.limit),
         "stats": stats,
+        "adaptive": adaptive(h.adaptive.as_ref()),
         "windows": h.windows.iter().map(window).collect::<Vec<_>>(),
         "series": series,
     })
