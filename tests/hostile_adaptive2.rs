@@ -311,26 +311,7 @@ fn limiter_overloaded_from_outside_a_runtime_after_a_paused_groups_cut() {
 /// day.
 #[test]
 fn a_short_hold_across_two_runtimes() {
-    quiet_hook(|_| false);
-    let limiter = Limiter::new(20);
-    limiter.set_adaptive(Adaptive::aimd().hold(ms(1)));
-    common::current_thread(true).block_on(async {
-        tokio::time::sleep(Duration::from_secs(86_400)).await;
-        let ahead = Group::builder().limiter(&limiter).build();
-        ahead.delay(Duration::ZERO, async {
-            quiet_panic();
-        });
-        let _ = bounded(ahead.wait()).await;
-    });
-    assert_eq!(limiter.limit(), 16, "the first panic cut");
-    common::current_thread(true).block_on(async {
-        let behind = Group::builder().limiter(&limiter).build();
-        behind.delay(Duration::ZERO, async {
-            tokio::time::sleep(ms(5)).await;
-            quiet_panic();
-        });
-        let _ = bounded(behind.wait()).await;
-    });
+    let limiter = common::adaptive::panics_on_two_clocks(Adaptive::aimd().hold(ms(1)));
     assert!(
         limiter.limit() < 16,
         "a panic 5 ms after the change, with a hold of 1 ms, was held for a day: {:?}",

@@ -1,6 +1,7 @@
 //! Helpers shared by the behaviour tests.
 #![allow(dead_code, unreachable_pub)]
 
+pub mod adaptive;
 pub mod counting;
 #[cfg(feature = "metrics")]
 pub mod metrics;
