@@ -350,7 +350,9 @@ impl Runner {
             Some(at) => at.get(),
             None => {
                 let now = shared.clock.now();
-                shared.lock().late_start(shared.id, started.deadline, now);
+                shared
+                    .lock()
+                    .late_start(shared.id, started.id, started.deadline, now);
                 started.at = NonZeroU64::new(now);
                 now
             }
@@ -408,7 +410,7 @@ impl Runner {
                     .expect("a runner always holds a task here");
                 // `task_id()` inside the task, and its span around it.
                 let _span = self.span.as_ref().map(TaskSpan::enter);
-                let _entered = id::enter(TaskId::new(id), started.at.map_or(0, NonZeroU64::get));
+                let _entered = id::enter(TaskId::new(id));
                 match poll_catching(&mut started.task, cx) {
                     Ok(Poll::Ready(())) => Poll::Ready(End::Completed),
                     Ok(Poll::Pending) => Poll::Pending,
@@ -446,10 +448,7 @@ fn close(
     how: End,
     now: Option<u64>,
 ) -> Effects {
-    let _entered = id::enter(
-        TaskId::new(started.id),
-        started.at.map_or(0, NonZeroU64::get),
-    );
+    let _entered = id::enter(TaskId::new(started.id));
     let outcome = started.task.as_mut().end(started.id, how);
     let awaited = started.task.awaited();
     let deferred = started.task.hands_panic();

@@ -528,8 +528,10 @@ impl Group {
 
     /// Signals overload to the adaptive controllers of this group's cap and of its limiter,
     /// if they exist (see [`Adaptive`]): call it from a task that met an HTTP 429 or 503, say.
-    /// A signal within one mean run time of the controller's last change is ignored, since
-    /// it tells of the limit before. Without a controller it does nothing.
+    /// A signal that tells of the limit before the controller's last change is ignored: from
+    /// inside one of this group's tasks (`task_id()`), one whose task started before that
+    /// change, so that a burst of them from tasks of one limit cuts it once; from anywhere
+    /// else, one within a mean run time of the change. Without a controller it does nothing.
     ///
     /// # Examples
     ///

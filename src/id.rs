@@ -36,6 +36,10 @@ impl TaskId {
     pub(crate) fn new(id: u64) -> Self {
         Self(id)
     }
+
+    pub(crate) fn get(self) -> u64 {
+        self.0
+    }
 }
 
 impl fmt::Debug for TaskId {
@@ -51,9 +55,8 @@ impl fmt::Display for TaskId {
 }
 
 thread_local! {
-    /// The task a runner is polling on this thread, and when it started (a clock key; 0 if
-    /// unknown), for an overload signal from inside it (`Group::overloaded`).
-    static CURRENT: Cell<Option<(TaskId, u64)>> = const { Cell::new(None) };
+    /// The task a runner is polling on this thread.
+    static CURRENT: Cell<Option<TaskId>> = const { Cell::new(None) };
 }
 
 /// The id of the group task a runner is polling or ending on this thread: `Some` inside the
@@ -64,25 +67,12 @@ thread_local! {
 /// another task's poll cancelled it).
 #[must_use]
 pub fn task_id() -> Option<TaskId> {
-    CURRENT.try_with(Cell::get).ok().flatten().map(|(id, _)| id)
+    CURRENT.try_with(Cell::get).ok().flatten()
 }
 
 /// Marks `id` as the task being polled until the guard is dropped.
-/// Marks task `id`, which started at the key `started` (0: unknown), as the one this thread
-/// polls or drops, until the guard is dropped.
-pub(crate) fn enter(id: TaskId, started: u64) -> Entered {
-    set(Some((id, started)))
-}
-
-/// When the task this thread polls started (a clock key), if a task is polled and that is
-/// known.
-pub(crate) fn current_start() -> Option<u64> {
-    CURRENT
-        .try_with(Cell::get)
-        .ok()
-        .flatten()
-        .map(|(_, started)| started)
-        .filter(|&started| started != 0)
+pub(crate) fn enter(id: TaskId) -> Entered {
+    set(Some(id))
 }
 
 /// Marks no task as being polled until the guard is dropped: for dropping the future of a task
@@ -91,7 +81,7 @@ pub(crate) fn outside() -> Entered {
     set(None)
 }
 
-fn set(id: Option<(TaskId, u64)>) -> Entered {
+fn set(id: Option<TaskId>) -> Entered {
     let previous = CURRENT
         .try_with(|current| current.replace(id))
         .ok()
@@ -101,7 +91,7 @@ fn set(id: Option<(TaskId, u64)>) -> Entered {
 
 /// Restores the task that was being polled before, if any.
 pub(crate) struct Entered {
-    previous: Option<(TaskId, u64)>,
+    previous: Option<TaskId>,
 }
 
 impl Drop for Entered {

@@ -291,14 +291,15 @@ impl Limiter {
 
     /// Signals overload to the limit's adaptive controller, if it has one (see [`Adaptive`]).
     /// A signal within one mean run time of the controller's last change is ignored, since it
-    /// tells of the limit before. A task of a group on this limiter can call
-    /// [`Group::overloaded`](crate::Group::overloaded) instead, which tells the group's own
-    /// controller too.
+    /// tells of the limit before. A task of a group on this limiter does better to call
+    /// [`Group::overloaded`](crate::Group::overloaded): that one knows when the task started
+    /// (so a burst from tasks started under one limit cuts it once), and tells the group's
+    /// own controller too.
     pub fn overloaded(&self) {
         let now = Clock::process().now();
         let reports = {
             let mut pool = lock(&self.domain);
-            pool.limiter_overloaded(now, None, crate::id::current_start());
+            pool.limiter_overloaded(now, None, None);
             pool.take_reports()
         };
         reports.iter().for_each(observe::adapted);

@@ -155,9 +155,9 @@ impl Shared {
     pub(crate) fn overloaded(self: &Arc<Self>) {
         let now = self.clock.now();
         let at = self.at();
-        // From inside a task, when it started tells which limit it speaks of.
-        let started = crate::id::current_start();
-        let fx = self.lock().overloaded(self.id, now, at, started);
+        // From inside one of the group's tasks, when it started tells which limit it speaks of.
+        let task = crate::id::task_id().map(crate::id::TaskId::get);
+        let fx = self.lock().overloaded(self.id, now, at, task);
         apply(self, fx);
     }
 

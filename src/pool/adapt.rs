@@ -181,15 +181,20 @@ impl<T: 'static, G: Ctx, A> Pool<T, G, A> {
 
     /// Overload was signalled for member `id` at `now` (its clock): its own cap's controller
     /// and its limiter's hear of it. Cuts start nothing; the effects only report.
-    /// `started`: when the task that signals started (its group's clock), if a task does.
+    /// `task`: the task of the group that signals, if one does (`task_id()`): when it started
+    /// tells which limit it speaks of.
     pub(crate) fn overloaded(
         &mut self,
         id: MemberId,
         now: u64,
         at: u64,
-        started: Option<u64>,
+        task: Option<u64>,
     ) -> Fx<T, G, A> {
         let member = self.member(id);
+        let started = task
+            .and_then(|task| member.running.get(&task))
+            .map(|run| run.started)
+            .filter(|&started| started != 0);
         let mut report = None;
         let limiter_epoch = member.limiter_epoch;
         if let Some(adapter) = member.adaptive.as_mut() {

@@ -229,8 +229,18 @@ impl std::hash::Hasher for IdHasher {
 /// table of 16 buckets, under 300 bytes.
 const RUNNING_KEEP: usize = 14;
 
-/// Running tasks by id, each with whether its handle asked it to stop.
-type Running = HashMap<u64, bool, BuildHasherDefault<IdHasher>>;
+/// Running tasks by id (invariant 6).
+type Running = HashMap<u64, Run, BuildHasherDefault<IdHasher>>;
+
+/// A running task, as its member keeps it.
+#[derive(Debug, Clone, Copy)]
+struct Run {
+    /// Its handle asked it to stop.
+    aborted: bool,
+    /// When it began, on its group's clock (a key); 0 until its runner reports it
+    /// ([`Pool::late_start`]). For an overload signal from inside it.
+    started: u64,
+}
 
 /// An effect on a member other than the caller.
 #[derive(Debug)]
@@ -665,11 +675,11 @@ impl<T: 'static, G: Ctx, A> Pool<T, G, A> {
         if member.cancelled {
             return None;
         }
-        let asked = member.running.get_mut(&task)?;
-        if *asked {
+        let run = member.running.get_mut(&task)?;
+        if run.aborted {
             return None;
         }
-        *asked = true;
+        run.aborted = true;
         member.aborts = member.aborts.wrapping_add(1);
         Some(member.aborts)
     }
@@ -687,7 +697,10 @@ impl<T: 'static, G: Ctx, A> Pool<T, G, A> {
 
     /// Whether the running task `task` was asked to stop.
     pub(crate) fn is_aborted(&mut self, id: MemberId, task: u64) -> bool {
-        self.member(id).running.get(&task).copied().unwrap_or(false)
+        self.member(id)
+            .running
+            .get(&task)
+            .is_some_and(|run| run.aborted)
     }
 
     /// `count` cancelled tasks' futures are gone: moves them from pending to cancelled.
@@ -883,11 +896,15 @@ impl<T: 'static, G: Ctx, A> Pool<T, G, A> {
         member.counters.snapshot(member.cap.running())
     }
 
-    /// Task `deadline`'s runner began it at `now` (its group's clock), which the transition
-    /// that started it could not know (`Started::at` was `None`): the history counts its start,
-    /// lateness and wait now.
-    pub(crate) fn late_start(&mut self, id: MemberId, deadline: u64, now: u64) {
-        self.member(id).activity.start(now, Some(deadline));
+    /// Task `task`'s runner began it at `now` (its group's clock), which the transition that
+    /// started it could not know (`Started::at` was `None`); it was due at `deadline`. The
+    /// history counts its start, lateness and wait now.
+    pub(crate) fn late_start(&mut self, id: MemberId, task: u64, deadline: u64, now: u64) {
+        let member = self.member(id);
+        if let Some(run) = member.running.get_mut(&task) {
+            run.started = now;
+        }
+        member.activity.start(now, Some(deadline));
         if let Some(activity) = &mut self.activity {
             activity.start(now, Some(deadline));
         }
@@ -1046,8 +1063,12 @@ impl<T: 'static, G: Ctx, A> Pool<T, G, A> {
             .queue
             .pop_due_with_deadline(member.frontier)
             .expect("a member that wants a slot has a due task");
-        member.running.insert(id, false);
         let started = fresh.then_some(member.frontier);
+        let run = Run {
+            aborted: false,
+            started: started.unwrap_or(0),
+        };
+        member.running.insert(id, run);
         let task = Started {
             id,
             task,
