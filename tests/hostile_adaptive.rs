@@ -421,7 +421,7 @@ fn racing_changes_never_exceed_the_ceiling() {
         })
     };
     rt.block_on(async {
-        for round in 0..common::iterations(30) {
+        for round in 0..common::iterations(3000) / 100 {
             for (k, group) in groups.iter().enumerate() {
                 for j in 0..30usize {
                     let (p, g) = (probe.clone(), group.clone());

@@ -684,7 +684,7 @@ fn after_adaptive_bursts_every_free_slot_serves_due_work() {
     quiet_hook(|_| false);
     let rt = common::multi_thread(2);
     rt.block_on(async {
-        for round in 0..common::iterations(6) {
+        for round in 0..common::iterations(3000) / 500 {
             let limiter = Limiter::new(8);
             limiter.set_adaptive(
                 Adaptive::gradient()

@@ -85,7 +85,7 @@ fn concurrent_decisions_are_each_reported_once() {
             .collect()
     });
     rt.block_on(async {
-        for round in 0..common::iterations(12) {
+        for round in 0..common::iterations(3000) / 250 {
             let mut all = Vec::new();
             for (k, group) in groups.iter().enumerate() {
                 let results = group.results::<u64>();
