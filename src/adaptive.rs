@@ -365,8 +365,9 @@ impl Reason {
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Sample {
     pub(crate) now: u64,
-    /// When the task left its queue.
-    pub(crate) started: u64,
+    /// The task started under the limit now: a task started under an older limit tells of
+    /// that one, and is no sample.
+    pub(crate) current: bool,
     /// How long it ran, in nanoseconds.
     pub(crate) run: u64,
     pub(crate) overload: bool,
@@ -374,7 +375,7 @@ pub(crate) struct Sample {
     pub(crate) reached: bool,
     /// When the limit last changed, on this sample's clock, if the caller knows it better
     /// than the controller, whose own epoch is on the clock of whoever fed the change (a
-    /// limiter's groups may be on runtimes whose clocks differ).
+    /// limiter's groups may be on runtimes whose clocks differ): for the hold.
     pub(crate) epoch: Option<u64>,
 }
 
@@ -524,7 +525,7 @@ impl Controller {
         if s.overload {
             self.forget_way_back();
         }
-        if s.started < s.epoch.unwrap_or(self.epoch) {
+        if !s.current {
             return None;
         }
         if s.overload {
@@ -633,21 +634,21 @@ impl Controller {
     }
 
     /// Overload was signalled outside any task's end; `limit` is the limit now. A signal from
-    /// a task that `started` before the last change tells of the old limit, and is ignored;
-    /// from outside any task, one within a mean run time of the last change is. `epoch`: as
-    /// in [`Sample::epoch`].
+    /// a task that started under an older limit (`current` is `Some(false)`) tells of that
+    /// one, and is ignored; from a task not known to be either, one within a mean run time of
+    /// the last change is. `epoch`: as in [`Sample::epoch`].
     pub(crate) fn signal(
         &mut self,
         limit: usize,
         now: u64,
         epoch: Option<u64>,
-        started: Option<u64>,
+        current: Option<bool>,
     ) -> Option<Change> {
         self.sync(limit, now);
         self.forget_way_back();
         let last = epoch.unwrap_or(self.epoch);
-        let old = match started {
-            Some(started) => started < last,
+        let old = match current {
+            Some(current) => !current,
             None => {
                 let settling = self.run.map_or(0, |r| r as u64);
                 // A clock behind the last change's is another runtime's: it tells nothing.

@@ -384,6 +384,7 @@ impl Runner {
 
     async fn run(mut self) {
         let shared = self.shared.clone();
+        let tag = shared.tag();
         // Woken on cancellation and on aborts; kept registered with the waker of each poll (in
         // a tokio task that is the same waker, registered once, and again after each abort).
         let mut abort = pin!(shared.cancel.register());
@@ -410,7 +411,7 @@ impl Runner {
                     .expect("a runner always holds a task here");
                 // `task_id()` inside the task, and its span around it.
                 let _span = self.span.as_ref().map(TaskSpan::enter);
-                let _entered = id::enter(TaskId::new(id));
+                let _entered = id::enter(TaskId::new(id), tag);
                 match poll_catching(&mut started.task, cx) {
                     Ok(Poll::Ready(())) => Poll::Ready(End::Completed),
                     Ok(Poll::Pending) => Poll::Pending,
@@ -448,7 +449,7 @@ fn close(
     how: End,
     now: Option<u64>,
 ) -> Effects {
-    let _entered = id::enter(TaskId::new(started.id));
+    let _entered = id::enter(TaskId::new(started.id), shared.tag());
     let outcome = started.task.as_mut().end(started.id, how);
     let awaited = started.task.awaited();
     let deferred = started.task.hands_panic();

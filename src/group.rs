@@ -529,9 +529,10 @@ impl Group {
     /// Signals overload to the adaptive controllers of this group's cap and of its limiter,
     /// if they exist (see [`Adaptive`]): call it from a task that met an HTTP 429 or 503, say.
     /// A signal that tells of the limit before the controller's last change is ignored: from
-    /// inside one of this group's tasks (`task_id()`), one whose task started before that
-    /// change, so that a burst of them from tasks of one limit cuts it once; from anywhere
-    /// else, one within a mean run time of the change. Without a controller it does nothing.
+    /// inside one of this group's tasks, one whose task started under an older limit, so that
+    /// a burst of them from tasks of one limit cuts it once; from anywhere else (another
+    /// group's task, another thread), one within a mean run time of the change. Without a
+    /// controller it does nothing.
     ///
     /// # Examples
     ///

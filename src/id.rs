@@ -36,10 +36,6 @@ impl TaskId {
     pub(crate) fn new(id: u64) -> Self {
         Self(id)
     }
-
-    pub(crate) fn get(self) -> u64 {
-        self.0
-    }
 }
 
 impl fmt::Debug for TaskId {
@@ -55,8 +51,10 @@ impl fmt::Display for TaskId {
 }
 
 thread_local! {
-    /// The task a runner is polling on this thread.
-    static CURRENT: Cell<Option<TaskId>> = const { Cell::new(None) };
+    /// The task a runner is polling on this thread: its id, and its group's tag (never 0;
+    /// 0: no task), for an overload signal from inside it (`Group::overloaded`). The same
+    /// size as an `Option<TaskId>`, so that setting it around every poll costs no more.
+    static CURRENT: Cell<(u64, usize)> = const { Cell::new((0, 0)) };
 }
 
 /// The id of the group task a runner is polling or ending on this thread: `Some` inside the
@@ -67,31 +65,38 @@ thread_local! {
 /// another task's poll cancelled it).
 #[must_use]
 pub fn task_id() -> Option<TaskId> {
-    CURRENT.try_with(Cell::get).ok().flatten()
+    current().map(|(id, _)| TaskId(id))
 }
 
 /// Marks `id` as the task being polled until the guard is dropped.
-pub(crate) fn enter(id: TaskId) -> Entered {
-    set(Some(id))
+pub(crate) fn enter(id: TaskId, tag: usize) -> Entered {
+    set((id.0, tag))
+}
+
+/// The task this thread polls, as its id and its group's tag, if any.
+pub(crate) fn current() -> Option<(u64, usize)> {
+    CURRENT
+        .try_with(Cell::get)
+        .ok()
+        .filter(|&(_, tag)| tag != 0)
 }
 
 /// Marks no task as being polled until the guard is dropped: for dropping the future of a task
 /// that never started, which may happen inside another task's poll.
 pub(crate) fn outside() -> Entered {
-    set(None)
+    set((0, 0))
 }
 
-fn set(id: Option<TaskId>) -> Entered {
+fn set(task: (u64, usize)) -> Entered {
     let previous = CURRENT
-        .try_with(|current| current.replace(id))
-        .ok()
-        .flatten();
+        .try_with(|current| current.replace(task))
+        .unwrap_or((0, 0));
     Entered { previous }
 }
 
 /// Restores the task that was being polled before, if any.
 pub(crate) struct Entered {
-    previous: Option<TaskId>,
+    previous: (u64, usize),
 }
 
 impl Drop for Entered {

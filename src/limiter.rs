@@ -260,9 +260,12 @@ impl Limiter {
     /// ([`acquire`](Limiter::acquire)) hold slots but are no samples.
     ///
     /// Groups on runtimes whose clocks differ (tokio's paused clock, in tests) may share an
-    /// adaptive limiter: which of a group's tasks started under the current limit is judged on
-    /// the group's own clock. The [`hold`](Adaptive::hold) and the time between probes are
-    /// measured on the clock of whichever group's task fed the controller last.
+    /// adaptive limiter: which tasks started under the current limit is known exactly (each
+    /// running task carries the generation of the limit it started under), and the
+    /// [`hold`](Adaptive::hold) is measured on each group's own clock, as far as the pool
+    /// can tell it apart (a group whose last reading of its clock is more than a minute
+    /// behind the change, or ahead of it, is taken to be on another clock). The time between
+    /// probes is measured on the clock of whichever group's task fed the controller last.
     ///
     /// # Examples
     ///
@@ -290,16 +293,16 @@ impl Limiter {
     }
 
     /// Signals overload to the limit's adaptive controller, if it has one (see [`Adaptive`]).
-    /// A signal within one mean run time of the controller's last change is ignored, since it
-    /// tells of the limit before. A task of a group on this limiter does better to call
-    /// [`Group::overloaded`](crate::Group::overloaded): that one knows when the task started
-    /// (so a burst from tasks started under one limit cuts it once), and tells the group's
-    /// own controller too.
+    /// A signal that tells of the limit before the controller's last change is ignored: from
+    /// inside a task of a group on this limiter, one whose task started under an older limit
+    /// (so a burst from tasks started under one limit cuts it once); from anywhere else, one
+    /// within a mean run time of the change. From inside a task,
+    /// [`Group::overloaded`](crate::Group::overloaded) tells the group's own controller too.
     pub fn overloaded(&self) {
         let now = Clock::process().now();
         let reports = {
             let mut pool = lock(&self.domain);
-            pool.limiter_overloaded(now, None, None);
+            pool.limiter_overloaded(now, crate::id::current());
             pool.take_reports()
         };
         reports.iter().for_each(observe::adapted);

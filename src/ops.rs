@@ -155,9 +155,9 @@ impl Shared {
     pub(crate) fn overloaded(self: &Arc<Self>) {
         let now = self.clock.now();
         let at = self.at();
-        // From inside one of the group's tasks, when it started tells which limit it speaks of.
-        let task = crate::id::task_id().map(crate::id::TaskId::get);
-        let fx = self.lock().overloaded(self.id, now, at, task);
+        // From inside a task, under which limits it started tells which it speaks of.
+        let caller = crate::id::current();
+        let fx = self.lock().overloaded(self.id, now, at, caller);
         apply(self, fx);
     }
 

@@ -140,6 +140,11 @@ impl Shared {
         shared
     }
 
+    /// The group's tag, as its pool's `Ctx::tag` gives it: the address of this state.
+    pub(crate) fn tag(&self) -> usize {
+        std::ptr::from_ref(self).cast::<()>() as usize
+    }
+
     pub(crate) fn lock(&self) -> MutexGuard<'_, Pool<BoxTask, Weak<Shared>, Arc<Ticket>>> {
         lock(&self.domain)
     }

@@ -85,7 +85,7 @@ impl Loop {
             let reached = self.flight.len() + 1 >= self.limit;
             let sample = Sample {
                 now: end,
-                started,
+                current: started >= self.ctl.epoch,
                 run,
                 overload: failed,
                 reached,
@@ -190,30 +190,32 @@ fn a_smaller_backend_brings_the_limit_down_fast_with_few_failures() {
 #[test]
 fn an_overload_cuts_at_once_but_only_once_per_limit() {
     let (limit, mut ctl) = Controller::start(Adaptive::aimd(), 50, 0);
-    let failed = |now, started| Sample {
+    let failed = |now, started: u64, epoch: u64| Sample {
         now,
-        started,
+        current: started >= epoch,
         run: MS,
         overload: true,
         reached: true,
         epoch: None,
     };
-    let change = ctl.sample(limit, failed(10 * MS, 5 * MS)).unwrap();
+    let change = ctl
+        .sample(limit, failed(10 * MS, 5 * MS, ctl.epoch))
+        .unwrap();
     assert_eq!(
         (change.from, change.to, change.reason),
         (50, 40, Reason::Overload)
     );
     // Tasks started under 50 fail too: they tell of 50, not of 40.
-    assert_eq!(ctl.sample(40, failed(11 * MS, 6 * MS)), None);
+    assert_eq!(ctl.sample(40, failed(11 * MS, 6 * MS, ctl.epoch)), None);
     // One started under 40 cuts again.
-    let change = ctl.sample(40, failed(12 * MS, 11 * MS)).unwrap();
+    let change = ctl.sample(40, failed(12 * MS, 11 * MS, ctl.epoch)).unwrap();
     assert_eq!((change.from, change.to), (40, 32));
 }
 
 fn ok(now: u64, run: u64, reached: bool) -> Sample {
     Sample {
         now,
-        started: now - run,
+        current: true,
         run,
         overload: false,
         reached,

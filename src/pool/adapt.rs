@@ -48,6 +48,8 @@ impl Adapter {
 /// A task's end as the pool hands it to the controllers.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct End {
+    /// Its id in its group.
+    pub(crate) task: u64,
     /// When it began, if it did (its group's clock).
     pub(crate) started: Option<u64>,
     /// When it ended (its group's clock).
@@ -90,34 +92,39 @@ impl<T: 'static, G: Ctx, A> Pool<T, G, A> {
     /// (so `reached` sees the limit as the task saw it), and applies their changes. Returns
     /// whether a change was kept to report, and whether a limit went up.
     pub(super) fn adapt_on_end(&mut self, id: MemberId, end: End) -> (bool, bool) {
-        let Some(started) = end.started else {
+        if end.started.is_none() {
             return (false, false);
-        };
+        }
         if end.outcome == super::Outcome::Cancelled {
             // A task stopped from outside says nothing of the backend.
             return (false, false);
         }
         let overload = end.overload || end.outcome == super::Outcome::Panicked;
-        let sample = |reached, epoch| Sample {
+        let sample = |reached, current, epoch| Sample {
             now: end.now,
-            started,
             run: end.run,
             overload,
             reached,
+            current,
             epoch,
         };
         let (mut group_report, mut limiter_report) = (None, None);
         let mut raised = false;
+        let limit_gen = self.limit_gen;
         let member = self.member(id);
         let limiter_epoch = member.limiter_epoch;
+        // Under which cap and limit it started (a task not in the table tells of neither).
+        let (k_current, current) = member.running.get(&end.task).map_or((false, false), |run| {
+            (run.k_gen == member.k_gen, run.limit_gen == limit_gen)
+        });
         if let Some(adapter) = member.adaptive.as_mut() {
             let frontier = member.frontier;
             let due = member.queue.peek_deadline().is_some_and(|d| d <= frontier);
             let reached = member.cap.running() >= member.cap.limit() && due;
-            if let Some(change) = adapter
-                .controller
-                .sample(member.cap.limit(), sample(reached, None))
-            {
+            let sample = sample(reached, k_current, None);
+            if let Some(change) = adapter.controller.sample(member.cap.limit(), sample) {
+                // `set_cap`, on the fields the borrow of the adapter leaves free.
+                member.k_gen = member.k_gen.wrapping_add(1);
                 member.cap.set_limit(change.to);
                 raised |= change.to > change.from;
                 group_report = Some(adapter.report(false, change));
@@ -126,7 +133,7 @@ impl<T: 'static, G: Ctx, A> Pool<T, G, A> {
         // The limiter's own: all of its slots taken, and someone in line.
         let reached = self.taken >= self.limit && !self.line.is_empty();
         if let Some(adapter) = self.adaptive.as_mut() {
-            let sample = sample(reached, Some(limiter_epoch));
+            let sample = sample(reached, current, Some(limiter_epoch));
             if let Some(change) = adapter.controller.sample(self.limit, sample) {
                 self.limit = change.to;
                 raised |= change.to > change.from;
@@ -156,7 +163,7 @@ impl<T: 'static, G: Ctx, A> Pool<T, G, A> {
         let from = member.cap.limit();
         member.adaptive = adaptive.map(|(config, name)| {
             let (limit, controller) = Controller::start(config, from, now);
-            member.cap.set_limit(limit);
+            member.set_cap(limit);
             Box::new(Adapter { controller, name })
         });
         let to = member.cap.limit();
@@ -181,31 +188,36 @@ impl<T: 'static, G: Ctx, A> Pool<T, G, A> {
 
     /// Overload was signalled for member `id` at `now` (its clock): its own cap's controller
     /// and its limiter's hear of it. Cuts start nothing; the effects only report.
-    /// `task`: the task of the group that signals, if one does (`task_id()`): when it started
-    /// tells which limit it speaks of.
+    /// `caller`: the task that signals, if one does, as `crate::id::current` names it (its
+    /// id and its group's tag): under which limits it started tells which it speaks of.
     pub(crate) fn overloaded(
         &mut self,
         id: MemberId,
         now: u64,
         at: u64,
-        task: Option<u64>,
+        caller: Option<(u64, usize)>,
     ) -> Fx<T, G, A> {
+        let limit_gen = self.limit_gen;
         let member = self.member(id);
-        let started = task
-            .and_then(|task| member.running.get(&task))
-            .map(|run| run.started)
-            .filter(|&started| started != 0);
+        // Only a task of this very group is looked up: ids are per group.
+        let run = caller
+            .filter(|&(_, tag)| tag == member.ctx.tag())
+            .and_then(|(task, _)| member.running.get(&task).copied());
+        let k_current = run.map(|run| run.k_gen == member.k_gen);
         let mut report = None;
         let limiter_epoch = member.limiter_epoch;
         if let Some(adapter) = member.adaptive.as_mut() {
             let limit = member.cap.limit();
-            if let Some(change) = adapter.controller.signal(limit, now, None, started) {
+            if let Some(change) = adapter.controller.signal(limit, now, None, k_current) {
+                // `set_cap`, on the fields the borrow of the adapter leaves free.
+                member.k_gen = member.k_gen.wrapping_add(1);
                 member.cap.set_limit(change.to);
                 report = Some(adapter.report(false, change));
             }
         }
         // Before the settle, which sees both limits as they are now.
-        let limiter = self.limiter_overloaded(now, Some(limiter_epoch), started);
+        let current = run.map(|run| run.limit_gen == limit_gen);
+        let limiter = self.signal_limiter(now, Some(limiter_epoch), current);
         let mut fx = self.settle(id, Some(id), at, ONE);
         let reported = report.is_some() || limiter;
         if let Some(report) = report {
@@ -215,19 +227,33 @@ impl<T: 'static, G: Ctx, A> Pool<T, G, A> {
         fx
     }
 
+    /// Overload was signalled to the pool's controller at `now` by `caller`, as in
+    /// [`overloaded`](Pool::overloaded) (a task of any of its groups). Returns whether it
+    /// changed the limit (and kept a report of it). A cut starts nothing.
+    pub(crate) fn limiter_overloaded(&mut self, now: u64, caller: Option<(u64, usize)>) -> bool {
+        // The caller's group, if it is one of this pool's: O(members), on a signal only.
+        let limit_gen = self.limit_gen;
+        let found = caller.and_then(|(task, tag)| {
+            let member = self.members.iter().flatten().find(|m| m.ctx.tag() == tag)?;
+            let run = member
+                .running
+                .get(&task)
+                .map(|run| run.limit_gen == limit_gen);
+            Some((member.limiter_epoch, run))
+        });
+        let (epoch, current) = found.map_or((None, None), |(epoch, run)| (Some(epoch), run));
+        self.signal_limiter(now, epoch, current)
+    }
+
     /// Overload was signalled to the pool's controller at `now`; `epoch`, when the limit last
-    /// changed on the clock `now` was read on, if known. Returns whether it changed the limit
-    /// (and kept a report of it). A cut starts nothing.
-    pub(crate) fn limiter_overloaded(
-        &mut self,
-        now: u64,
-        epoch: Option<u64>,
-        started: Option<u64>,
-    ) -> bool {
+    /// changed on the clock `now` was read on, if known; `current`, whether the signalling
+    /// task started under the limit now, if that is known. Returns whether it changed the
+    /// limit (and kept a report of it).
+    fn signal_limiter(&mut self, now: u64, epoch: Option<u64>, current: Option<bool>) -> bool {
         let Some(adapter) = self.adaptive.as_mut() else {
             return false;
         };
-        let Some(change) = adapter.controller.signal(self.limit, now, epoch, started) else {
+        let Some(change) = adapter.controller.signal(self.limit, now, epoch, current) else {
             return false;
         };
         self.limit = change.to;
@@ -237,13 +263,15 @@ impl<T: 'static, G: Ctx, A> Pool<T, G, A> {
         true
     }
 
-    /// The limiter's limit changed at `now` (the clock of whoever changed it): from then on,
-    /// each member's tasks tell of the new limit. Its groups share one clock, unless they are
-    /// on runtimes whose clocks differ (tokio's paused clock, in tests): a member whose last
-    /// reading of its clock is ahead of `now`, or more than [`OTHER_CLOCK`] behind it, is
-    /// taken to be on another clock, and judged from that reading. O(members), on a change of
-    /// limit only.
+    /// The limiter's limit changed at `now` (the clock of whoever changed it): a new
+    /// generation, which tasks started from now on carry (`Run::limit_gen`); and, for the hold and
+    /// for signals from outside any task, each member's time of the change on its own clock.
+    /// Its groups share one clock, unless they are on runtimes whose clocks differ (tokio's
+    /// paused clock, in tests): a member whose last reading of its clock is ahead of `now`, or
+    /// more than [`OTHER_CLOCK`] behind it, is taken to be on another clock, and judged from
+    /// that reading. O(members), on a change of limit only.
     pub(super) fn limiter_changed(&mut self, now: u64) {
+        self.limit_gen = self.limit_gen.wrapping_add(1);
         if self.adaptive.is_some() {
             for member in self.members.iter_mut().flatten() {
                 let other =

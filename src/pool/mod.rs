@@ -235,11 +235,17 @@ type Running = HashMap<u64, Run, BuildHasherDefault<IdHasher>>;
 /// A running task, as its member keeps it.
 #[derive(Debug, Clone, Copy)]
 struct Run {
+    /// When it began, on its group's clock (a key); 0 until its runner reports it
+    /// ([`Pool::late_start`]).
+    started: u64,
+    /// The generations of its group's cap and of the pool's limit it started under: an
+    /// adaptive controller hears of a task's end, or its overload, only if it tells of the
+    /// limit now (see `adapt`). They wrap: a task that runs through 2^32 changes of its
+    /// limit would be taken for one of the last.
+    k_gen: u32,
+    limit_gen: u32,
     /// Its handle asked it to stop.
     aborted: bool,
-    /// When it began, on its group's clock (a key); 0 until its runner reports it
-    /// ([`Pool::late_start`]). For an overload signal from inside it.
-    started: u64,
 }
 
 /// An effect on a member other than the caller.
@@ -307,12 +313,19 @@ impl<T, G, A> Effects<T, G, A> {
 pub(crate) trait Ctx {
     type Strong;
     fn strong(&self) -> Option<Self::Strong>;
+    /// Who the member is, as a number never 0: how a task running in it names its group to
+    /// an overload signal (`crate::id`).
+    fn tag(&self) -> usize;
 }
 
 impl<S> Ctx for std::sync::Weak<S> {
     type Strong = std::sync::Arc<S>;
     fn strong(&self) -> Option<Self::Strong> {
         self.upgrade()
+    }
+    fn tag(&self) -> usize {
+        // The address of the shared state: the same for every handle to it, never 0.
+        self.as_ptr().cast::<()>() as usize
     }
 }
 
@@ -361,8 +374,11 @@ struct Member<T, G> {
     activity: Activity,
     /// The controller of its own cap, if it adapts.
     adaptive: Option<Box<adapt::Adapter>>,
-    /// When its limiter's limit last changed, on its own clock (see `Pool::limiter_changed`).
+    /// When its limiter's limit last changed, on its own clock (see `Pool::limiter_changed`):
+    /// for the hold, and for a signal from outside any task.
     limiter_epoch: u64,
+    /// Bumped whenever its cap changes (see [`Run::k_gen`]).
+    k_gen: u32,
 }
 
 impl<T: 'static, G> Member<T, G> {
@@ -414,6 +430,12 @@ impl<T: 'static, G> Member<T, G> {
 
     fn is_idle(&self) -> bool {
         self.counters.pending == 0 && self.cap.running() == 0
+    }
+
+    /// Sets its cap, starting a new generation of it. Returns the old cap.
+    fn set_cap(&mut self, k: usize) -> usize {
+        self.k_gen = self.k_gen.wrapping_add(1);
+        self.cap.set_limit(k)
     }
 
     /// Invariant 4: what the monitor needs now that the queue may have changed.
@@ -481,6 +503,8 @@ pub(crate) struct Pool<T, G, A> {
     adaptive: Option<Box<adapt::Adapter>>,
     /// Adaptive changes not reported yet (see `adapt`'s module docs).
     reports: Vec<crate::adaptive::Adapted>,
+    /// Bumped whenever `limit` changes (see [`Run::limit_gen`]).
+    limit_gen: u32,
 }
 
 // ===== impl Pool: members and their tasks =====
@@ -503,6 +527,7 @@ impl<T: 'static, G: Ctx, A> Pool<T, G, A> {
             fresh: None,
             adaptive: None,
             reports: Vec::new(),
+            limit_gen: 0,
         }
     }
 
@@ -532,6 +557,7 @@ impl<T: 'static, G: Ctx, A> Pool<T, G, A> {
             activity: Activity::new(),
             adaptive: None,
             limiter_epoch: 0,
+            k_gen: 0,
         };
         match self.vacant.pop() {
             Some(id) => {
@@ -810,6 +836,7 @@ impl<T: 'static, G: Ctx, A> Pool<T, G, A> {
         }
         let (adapted, raised) = if self.adapts(id) {
             let end = adapt::End {
+                task,
                 started,
                 now: end,
                 run,
@@ -848,7 +875,7 @@ impl<T: 'static, G: Ctx, A> Pool<T, G, A> {
         k: usize,
         at: u64,
     ) -> (usize, Fx<T, G, A>) {
-        let old = self.member(id).cap.set_limit(k);
+        let old = self.member(id).set_cap(k);
         (old, self.settle(id, Some(id), at, self.budget))
     }
 
@@ -869,7 +896,7 @@ impl<T: 'static, G: Ctx, A> Pool<T, G, A> {
         let member = self.member(id);
         let outcome = step(&mut member.throttle, member.cap.limit(), now);
         if let ThrottleOutcome::Applied { to, .. } = outcome {
-            member.cap.set_limit(to);
+            member.set_cap(to);
         }
         (outcome, self.settle(id, Some(id), at, self.budget))
     }
@@ -1046,6 +1073,7 @@ impl<T: 'static, G: Ctx, A> Pool<T, G, A> {
     ) {
         // The group's clock was just read (its step, its runner's end): the start is known now.
         let fresh = self.fresh == Some(id);
+        let limit_gen = self.limit_gen;
         let member = self.member(id);
         // A group with a queued task is alive: its monitor holds it (invariant 4), and so does
         // whoever is about to spawn the monitor.
@@ -1065,8 +1093,10 @@ impl<T: 'static, G: Ctx, A> Pool<T, G, A> {
             .expect("a member that wants a slot has a due task");
         let started = fresh.then_some(member.frontier);
         let run = Run {
-            aborted: false,
             started: started.unwrap_or(0),
+            k_gen: member.k_gen,
+            limit_gen,
+            aborted: false,
         };
         member.running.insert(id, run);
         let task = Started {

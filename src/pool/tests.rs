@@ -37,6 +37,9 @@ impl Ctx for Tag {
     fn strong(&self) -> Option<MemberId> {
         Some(self.0)
     }
+    fn tag(&self) -> usize {
+        self.0 + 1
+    }
 }
 
 type P = Pool<Job<&'static str>, Tag, &'static str>;
