@@ -264,83 +264,69 @@ async fn a_burst_through_the_limiter_with_a_run_time_cuts_once() {
 
 // ===== the "other clock" rule =====
 
-/// Two groups on one adaptive limiter and one clock. `b`'s task starts at 0 and runs two
-/// minutes; `b` reads its clock no more meanwhile. `a`'s task fails at 90 s: a cut (16 -> 8).
-/// `b`'s last reading (0) is more than a minute behind the change, so `b` counts as on another
-/// clock and its epoch is that reading, 0: its task, started at 0 under the old limit, fails
-/// at 120 s and counts as new, cutting again (8 -> 4).
-#[tokio::test(start_paused = true)]
-async fn a_long_task_of_a_quiet_group_does_not_cut_again() {
+/// A limiter of 16 (AIMD, backoff 0.5) whose group `b` runs one task that fails after
+/// `fail_at`; `after` that, the limit is cut to 8: by the panic of a task of another group
+/// `a` on the same clock, or `by_hand`. Returns the limit once `b`'s task has failed: 8 if
+/// that task, started under 16, was heard as telling of 16.
+async fn a_quiet_group_fails_after_a_cut(
+    fail_at: Duration,
+    after: Duration,
+    by_hand: bool,
+) -> usize {
     quiet_hook(|_| false);
     let limiter = Limiter::new(16);
     limiter.set_adaptive(Adaptive::aimd().backoff(0.5));
     let a = Group::builder().limiter(&limiter).build();
     let b = Group::builder().limiter(&limiter).build();
-    b.delay(Duration::ZERO, async {
-        tokio::time::sleep(Duration::from_secs(120)).await;
+    b.delay(Duration::ZERO, async move {
+        tokio::time::sleep(fail_at).await;
         quiet_panic();
     });
     common::settle().await;
-    tokio::time::sleep(Duration::from_secs(90)).await;
-    a.delay(Duration::ZERO, async {
-        quiet_panic();
-    });
-    let _ = bounded(a.wait()).await;
-    assert_eq!(limiter.limit(), 8, "a's panic cut");
+    tokio::time::sleep(after).await;
+    if by_hand {
+        assert!(limiter.set_limit(8));
+    } else {
+        a.delay(Duration::ZERO, async {
+            quiet_panic();
+        });
+        let _ = bounded(a.wait()).await;
+    }
+    assert_eq!(limiter.limit(), 8, "the cut");
     let _ = bounded(b.wait()).await;
-    assert_eq!(
-        limiter.limit(),
-        8,
-        "b's task, started under 16, cut again: {:?}",
-        limiter.history().adaptive
-    );
+    limiter.limit()
+}
+
+/// Two groups on one adaptive limiter and one clock. `b`'s task starts at 0 and runs two
+/// minutes; `b` reads its clock no more meanwhile. `a`'s task fails at 90 s: a cut (16 -> 8).
+/// `b`'s last reading (0) was more than a minute behind the change, so `b` counted as on
+/// another clock and its epoch was that reading, 0: its task, started at 0 under the old
+/// limit, failed at 120 s and counted as new, cutting again (8 -> 4).
+#[tokio::test(start_paused = true)]
+async fn a_long_task_of_a_quiet_group_does_not_cut_again() {
+    let limit = a_quiet_group_fails_after_a_cut(secs(120), secs(90), false).await;
+    assert_eq!(limit, 8, "b's task, started under 16, cut again");
 }
 
 /// The same with a hand instead of `a`: `Limiter::set_limit(8)` at 90 s (on the same paused
-/// clock). The controller takes the hand's limit as a new epoch; `b`'s task, started under 16,
-/// fails at 120 s and cuts the hand's 8.
+/// clock). `b`'s task, started under 16, failed at 120 s and cut the hand's 8.
 #[tokio::test(start_paused = true)]
 async fn a_long_task_of_a_quiet_group_does_not_cut_a_hand_limit() {
-    quiet_hook(|_| false);
-    let limiter = Limiter::new(16);
-    limiter.set_adaptive(Adaptive::aimd().backoff(0.5));
-    let b = Group::builder().limiter(&limiter).build();
-    b.delay(Duration::ZERO, async {
-        tokio::time::sleep(Duration::from_secs(120)).await;
-        quiet_panic();
-    });
-    common::settle().await;
-    tokio::time::sleep(Duration::from_secs(90)).await;
-    assert!(limiter.set_limit(8));
-    let _ = bounded(b.wait()).await;
-    assert_eq!(
-        limiter.limit(),
-        8,
-        "b's task, started under 16, cut the hand's 8: {:?}",
-        limiter.history().adaptive
-    );
+    let limit = a_quiet_group_fails_after_a_cut(secs(120), secs(90), true).await;
+    assert_eq!(limit, 8, "b's task, started under 16, cut the hand's 8");
 }
 
 /// Guard: the same within the minute (the change at 30 s, the failure at 40 s): one cut.
 #[tokio::test(start_paused = true)]
 async fn a_long_task_within_the_minute_does_not_cut_again() {
-    quiet_hook(|_| false);
-    let limiter = Limiter::new(16);
-    limiter.set_adaptive(Adaptive::aimd().backoff(0.5));
-    let a = Group::builder().limiter(&limiter).build();
-    let b = Group::builder().limiter(&limiter).build();
-    b.delay(Duration::ZERO, async {
-        tokio::time::sleep(Duration::from_secs(40)).await;
-        quiet_panic();
-    });
-    common::settle().await;
-    tokio::time::sleep(Duration::from_secs(30)).await;
-    a.delay(Duration::ZERO, async {
-        quiet_panic();
-    });
-    let _ = bounded(a.wait()).await;
-    let _ = bounded(b.wait()).await;
-    assert_eq!(limiter.limit(), 8, "{:?}", limiter.history().adaptive);
+    assert_eq!(
+        a_quiet_group_fails_after_a_cut(secs(40), secs(30), false).await,
+        8
+    );
+}
+
+fn secs(n: u64) -> Duration {
+    Duration::from_secs(n)
 }
 
 /// The other way round: `a`'s task 20 started before `b`'s cut, and signals `b` 1 ms after
