@@ -22,6 +22,23 @@ use common::outputs::{quiet_hook, quiet_panic};
 use common::{bounded, ms};
 use schedgroup::{Adaptive, Group, Limiter};
 
+/// A group with a cap of 20 that `adaptive` moves.
+fn capped_20(adaptive: Adaptive) -> Group {
+    Group::builder()
+        .max_concurrent(20)
+        .adaptive(adaptive)
+        .build()
+}
+
+/// Signals overload to its group when dropped (with the task's future that holds it).
+struct OnDrop(Group);
+
+impl Drop for OnDrop {
+    fn drop(&mut self) {
+        self.0.overloaded();
+    }
+}
+
 // ===== a signal from inside a task: the running table =====
 
 /// A task of group `a` calls group `b`'s `overloaded()` (a task that talks to `b`'s backend,
@@ -32,10 +49,7 @@ use schedgroup::{Adaptive, Group, Limiter};
 /// which is zero here (no task of `b` has ended): it must cut.
 #[tokio::test(start_paused = true)]
 async fn a_task_of_another_group_is_not_judged_by_its_namesake() {
-    let b = Group::builder()
-        .max_concurrent(20)
-        .adaptive(Adaptive::aimd())
-        .build();
+    let b = capped_20(Adaptive::aimd());
     let namesake = b.delay(Duration::ZERO, async {
         tokio::time::sleep(Duration::from_secs(1)).await;
     });
@@ -94,16 +108,7 @@ async fn a_limiter_signal_through_another_group_is_not_judged_by_a_namesake() {
 /// once, as 20 signals from their bodies do.
 #[tokio::test(start_paused = true)]
 async fn a_burst_of_signals_from_drops_cuts_once() {
-    struct OnDrop(Group);
-    impl Drop for OnDrop {
-        fn drop(&mut self) {
-            self.0.overloaded();
-        }
-    }
-    let group = Group::builder()
-        .max_concurrent(20)
-        .adaptive(Adaptive::aimd())
-        .build();
+    let group = capped_20(Adaptive::aimd());
     for _ in 0..20 {
         let guard = OnDrop(group.clone());
         group.delay(Duration::ZERO, async move {
@@ -119,16 +124,7 @@ async fn a_burst_of_signals_from_drops_cuts_once() {
 /// signals come from tasks started under one limit, and cut once.
 #[tokio::test(start_paused = true)]
 async fn a_burst_of_signals_from_aborted_tasks_cuts_once() {
-    struct OnDrop(Group);
-    impl Drop for OnDrop {
-        fn drop(&mut self) {
-            self.0.overloaded();
-        }
-    }
-    let group = Group::builder()
-        .max_concurrent(20)
-        .adaptive(Adaptive::aimd())
-        .build();
+    let group = capped_20(Adaptive::aimd());
     let handles: Vec<_> = (0..20)
         .map(|_| {
             let guard = OnDrop(group.clone());
@@ -192,10 +188,7 @@ async fn late_recorded_starts_are_judged_by_when_they_began() {
 /// cuts once.
 #[tokio::test(start_paused = true)]
 async fn a_burst_from_spawned_sub_tasks_cuts_once_when_a_run_time_is_known() {
-    let group = Group::builder()
-        .max_concurrent(20)
-        .adaptive(Adaptive::aimd().min_samples(u32::MAX))
-        .build();
+    let group = capped_20(Adaptive::aimd().min_samples(u32::MAX));
     for _ in 0..20 {
         group.delay(Duration::ZERO, async {
             tokio::time::sleep(ms(5)).await;
@@ -334,10 +327,7 @@ fn secs(n: u64) -> Duration {
 /// own task 20 started after the cut, and `a`'s signal is judged by it: a second cut.
 #[tokio::test(start_paused = true)]
 async fn an_old_task_of_another_group_does_not_cut_again_through_a_namesake() {
-    let b = Group::builder()
-        .max_concurrent(20)
-        .adaptive(Adaptive::aimd().min_samples(u32::MAX))
-        .build();
+    let b = capped_20(Adaptive::aimd().min_samples(u32::MAX));
     let a = Group::new();
     for _ in 0..20 {
         b.delay(Duration::ZERO, async {
@@ -398,10 +388,7 @@ async fn a_burst_across_groups_on_one_limiter_cuts_once() {
 /// Guard: tasks scheduled through a `Results` collector signal from inside, and cut once.
 #[tokio::test(start_paused = true)]
 async fn a_burst_from_results_tasks_cuts_once() {
-    let group = Group::builder()
-        .max_concurrent(20)
-        .adaptive(Adaptive::aimd())
-        .build();
+    let group = capped_20(Adaptive::aimd());
     let mut results = group.results::<u32>();
     for i in 0..20 {
         let g = group.clone();
