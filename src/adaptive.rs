@@ -453,7 +453,7 @@ pub(crate) struct Controller {
     /// After an overload the backend's line is still moving: no probe and no test of a cut
     /// until then.
     unsettled_until: u64,
-    last_change: Option<u64>,
+    /// The last change it made, and when (its hold counts from then).
     last: Option<(u64, Change)>,
     decisions: u64,
 }
@@ -483,7 +483,6 @@ impl Controller {
             unsettled_until: now,
             error: 0.0,
             run: None,
-            last_change: None,
             last: None,
             decisions: 0,
         }
@@ -652,7 +651,7 @@ impl Controller {
             None => {
                 let settling = self.run.map_or(0, |r| r as u64);
                 // A clock behind the last change's is another runtime's: it tells nothing.
-                self.last_change.is_some() && now >= last && now < last.saturating_add(settling)
+                self.last.is_some() && now >= last && now < last.saturating_add(settling)
             }
         };
         if old {
@@ -676,7 +675,7 @@ impl Controller {
     /// else the controller's last change.
     fn held(&self, now: u64, epoch: Option<u64>) -> bool {
         let hold = duration_ns(self.config.hold);
-        match self.last_change.filter(|_| hold > 0) {
+        match self.last.map(|(at, _)| at).filter(|_| hold > 0) {
             Some(last) => now < epoch.unwrap_or(last).saturating_add(hold),
             None => false,
         }
@@ -745,7 +744,6 @@ impl Controller {
             latency: latency.map_or(0, |l| l as u64),
             no_load: baseline.map_or(0, |b| b as u64),
         };
-        self.last_change = Some(now);
         self.last = Some((now, change));
         self.decisions += 1;
         Some(change)
