@@ -80,6 +80,7 @@ impl CancelWatch {
 
     /// Whether the group is cancelled: by `mark`, or through its token. One atomic load where
     /// tokio-util is seen to wake inside `cancel()`; otherwise the token is asked too.
+    #[inline]
     pub(crate) fn is_cancelled(&self) -> bool {
         self.flag.load(Ordering::Acquire) || (!self.fast && self.token.is_cancelled())
     }

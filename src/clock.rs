@@ -40,6 +40,7 @@ impl Clock {
     }
 
     /// The key of `at`. Never [`NEVER`]: an instant, however late, is a time that comes.
+    #[inline]
     pub(crate) fn key(&self, at: Instant) -> u64 {
         let offset = match at.checked_duration_since(self.base) {
             Some(after) => saturating_nanos(after),
@@ -92,6 +93,7 @@ pub(crate) fn far_future(from: Instant) -> Instant {
 
 /// `d` in nanoseconds, saturating at `i64::MAX` (292 years). Integer math rather than
 /// `as_nanos()`'s `u128`: this is on the schedule path.
+#[inline]
 fn saturating_nanos(d: Duration) -> i64 {
     const MAX_SECS: u64 = (i64::MAX as u64) / 1_000_000_000;
     if d.as_secs() >= MAX_SECS {
@@ -101,6 +103,7 @@ fn saturating_nanos(d: Duration) -> i64 {
     (d.as_secs() * 1_000_000_000 + u64::from(d.subsec_nanos())) as i64
 }
 
+#[inline]
 fn encode(offset: i64) -> u64 {
     (offset as u64) ^ SIGN
 }

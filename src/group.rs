@@ -193,7 +193,7 @@ impl Group {
         F::Output: Send + 'static,
     {
         let key = self.shared.schedule(deadline, future);
-        TaskHandle::new(self.shared.clone(), key)
+        TaskHandle::new(self.shared.seat, key)
     }
 
     /// Runs `future` after `delay`, as [`delay`](Group::delay) does, and returns a
@@ -245,7 +245,7 @@ impl Group {
     {
         let (sink, handle) = JoinHandle::channel();
         let key = self.shared.schedule_awaited(deadline, future, sink);
-        handle(TaskHandle::new(self.shared.clone(), key))
+        handle(TaskHandle::new(self.shared.seat, key))
     }
 
     /// A collector of outputs: tasks scheduled through it ([`Results::delay`],

@@ -7,9 +7,10 @@ use std::sync::Arc;
 use tokio::time::Instant;
 
 use crate::clock::{NEVER, far_future};
+use crate::directory::Seat;
 use crate::id::TaskId;
 use crate::queue::Key;
-use crate::shared::Shared;
+use crate::shared::{GROUPS, Shared};
 
 /// A handle to one task of a [`Group`](crate::Group), returned by
 /// [`Group::delay`](crate::Group::delay) and [`Group::schedule`](crate::Group::schedule).
@@ -21,7 +22,10 @@ use crate::shared::Shared;
 /// has ended is inert: `cancel` and `reschedule` return `false`. It can never reach another
 /// task, even one that took over its place in the group's storage.
 ///
-/// Clones refer to the same task.
+/// Clones refer to the same task. A handle is plain data (its group's place in a table of live
+/// groups, and the task's key): making or dropping one touches no reference count, and it does
+/// not keep its group alive. Once the group is gone (no `Group` handle left, nothing pending or
+/// running), every task of it has ended, and the handle says so.
 ///
 /// # Examples
 ///
@@ -47,13 +51,18 @@ use crate::shared::Shared;
 /// ```
 #[derive(Clone)]
 pub struct TaskHandle {
-    shared: Arc<Shared>,
+    seat: Seat,
     key: Key,
 }
 
 impl TaskHandle {
-    pub(crate) fn new(shared: Arc<Shared>, key: Key) -> Self {
-        Self { shared, key }
+    pub(crate) fn new(seat: Seat, key: Key) -> Self {
+        Self { seat, key }
+    }
+
+    /// The task's group, unless it is gone.
+    fn group(&self) -> Option<Arc<Shared>> {
+        GROUPS.find(self.seat)
     }
 
     /// The task's id, unique within its group; inside the task, [`task_id`](crate::task_id)
@@ -82,7 +91,8 @@ impl TaskHandle {
     /// `false` if it had ended, or its group was cancelled (which stops it already: it then
     /// reports [`CancelledBy::Group`](crate::CancelledBy)).
     pub fn cancel(&self) -> bool {
-        self.shared.cancel_task(self.key, true)
+        self.group()
+            .is_some_and(|group| group.cancel_task(self.key, true))
     }
 
     /// Moves the pending task to `deadline` (a [`tokio::time::Instant`] or a
@@ -92,14 +102,17 @@ impl TaskHandle {
     /// Returns `true` if the task was pending and now waits for `deadline`; `false` if it had
     /// already started, finished or been cancelled.
     pub fn reschedule(&self, deadline: impl Into<Instant>) -> bool {
-        let deadline = self.shared.clock.key(deadline.into());
-        self.shared.reschedule(self.key, deadline)
+        let Some(group) = self.group() else {
+            return false;
+        };
+        let deadline = group.clock.key(deadline.into());
+        group.reschedule(self.key, deadline)
     }
 
     /// Whether the task is still pending: scheduled, not started, not cancelled.
     #[must_use]
     pub fn is_pending(&self) -> bool {
-        self.shared.is_pending(self.key)
+        self.group().is_some_and(|group| group.is_pending(self.key))
     }
 
     /// Whether the task has ended: returned, panicked, or cancelled (before it started, or
@@ -108,7 +121,7 @@ impl TaskHandle {
     /// and its result, if someone awaits it, follows.
     #[must_use]
     pub fn is_finished(&self) -> bool {
-        self.shared.is_finished(self.key)
+        self.group().is_none_or(|group| group.is_finished(self.key))
     }
 
     /// When the task is due, as last scheduled or rescheduled; `None` once it has started or
@@ -125,21 +138,30 @@ impl TaskHandle {
     /// group.
     #[must_use]
     pub fn deadline(&self) -> Option<Instant> {
-        let key = self.shared.deadline(self.key)?;
+        let group = self.group()?;
+        let key = group.deadline(self.key)?;
         if key == NEVER {
             return Some(far_future(Instant::now()));
         }
-        Some(self.shared.clock.instant(key))
+        Some(group.clock.instant(key))
     }
 }
 
 impl fmt::Debug for TaskHandle {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let group = self.group();
+        let (pending, finished) = match &group {
+            Some(group) => (group.is_pending(self.key), group.is_finished(self.key)),
+            None => (false, true),
+        };
         f.debug_struct("TaskHandle")
-            .field("group", &self.shared.name)
+            .field(
+                "group",
+                &group.as_ref().and_then(|group| group.name.as_deref()),
+            )
             .field("id", &self.id())
-            .field("pending", &self.is_pending())
-            .field("finished", &self.is_finished())
+            .field("pending", &pending)
+            .field("finished", &finished)
             .finish()
     }
 }

@@ -340,6 +340,7 @@
 mod adaptive;
 mod cancel;
 mod clock;
+mod directory;
 mod driver;
 mod error;
 mod every;

@@ -572,7 +572,7 @@ impl<T: Send + 'static> Results<T> {
         self.collector.lock().outstanding += 1;
         let delivery = Delivery(Some(self.collector.clone()));
         let key = self.shared.schedule_awaited(deadline, future, delivery);
-        TaskHandle::new(self.shared.clone(), key)
+        TaskHandle::new(self.shared.seat, key)
     }
 
     /// The next task to end, with its id and how it ended, waiting for one if none has;

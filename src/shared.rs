@@ -38,6 +38,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::cancel::{self, CancelWatch, Watched};
 use crate::clock::Clock;
+use crate::directory::{Directory, Seat};
 use crate::error::{CancelledBy, WaitError};
 use crate::history::History;
 use crate::id::TaskId;
@@ -55,6 +56,7 @@ pub(crate) type Effects = Fx<BoxTask, Weak<Shared>, Arc<Ticket>>;
 
 /// Locks a domain. No user code runs under the lock, so a poisoned lock means a bug of ours
 /// panicked mid-update; the structures are still sound.
+#[inline]
 pub(crate) fn lock(domain: &Domain) -> MutexGuard<'_, Pool<BoxTask, Weak<Shared>, Arc<Ticket>>> {
     domain.lock().unwrap_or_else(PoisonError::into_inner)
 }
@@ -68,6 +70,9 @@ pub(crate) struct Ticket {
     pub(crate) notify: Notify,
 }
 
+/// Every live group, for its task handles (which hold a [`Seat`], not a reference count).
+pub(crate) static GROUPS: Directory<Shared> = Directory::new();
+
 /// One group's shared state. Reached through `Arc`s held by `Group` clones, task handles, the
 /// monitor, the runners, and effects in flight.
 pub(crate) struct Shared {
@@ -75,6 +80,8 @@ pub(crate) struct Shared {
     pub(crate) domain: Arc<Domain>,
     /// The group's index in `domain`.
     pub(crate) id: MemberId,
+    /// Where its task handles find it in [`GROUPS`].
+    pub(crate) seat: Seat,
     /// Whether `domain` is a limiter's (its history wants timestamps).
     limited: bool,
     /// Wakes the monitor. `notify_one` stores a permit when the monitor is not waiting yet.
@@ -123,6 +130,7 @@ impl Shared {
             Self {
                 domain,
                 id,
+                seat: GROUPS.enter(me.clone()),
                 limited,
                 monitor_wake: Notify::new(),
                 aborts: AtomicU64::new(0),
@@ -145,11 +153,13 @@ impl Shared {
         std::ptr::from_ref(self).cast::<()>() as usize
     }
 
+    #[inline]
     pub(crate) fn lock(&self) -> MutexGuard<'_, Pool<BoxTask, Weak<Shared>, Arc<Ticket>>> {
         lock(&self.domain)
     }
 
     /// A timestamp for the limiter's history; a private pool keeps none, so it reads no clock.
+    #[inline]
     pub(crate) fn at(&self) -> u64 {
         if self.limited { self.clock.now() } else { 0 }
     }
@@ -356,6 +366,8 @@ impl Drop for Shared {
     fn drop(&mut self) {
         let left = self.lock().leave(self.id);
         drop(left);
+        let seat = GROUPS.leave(self.seat);
+        drop(seat);
     }
 }
 

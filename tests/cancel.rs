@@ -259,3 +259,74 @@ async fn a_group_built_on_a_cancelled_parent_is_cancelled_from_the_start() {
     assert!(dropped.load(Ordering::SeqCst));
     assert!(bounded(group.wait()).await.unwrap_err().is_cancelled());
 }
+
+/// A handle holds no reference to its group (issue 13): it still reaches a pending task of a
+/// group whose `Group` handles are all dropped (its monitor keeps it), and once the group is
+/// gone it says that its task ended.
+#[tokio::test(start_paused = true)]
+async fn a_handle_reaches_its_task_after_the_group_is_dropped_and_ends_with_it() {
+    let group = Group::builder().name("gone").build();
+    let (guard, dropped) = DropFlag::new();
+    let pending = group.delay(Duration::from_secs(60), async move {
+        let _guard = guard;
+        unreachable!("cancelled by its handle");
+    });
+    let ran = Arc::new(AtomicBool::new(false));
+    let r = ran.clone();
+    let runs = group.delay(ms(10), async move { r.store(true, Ordering::SeqCst) });
+    drop(group);
+    assert!(
+        pending.is_pending(),
+        "the monitor keeps the group while tasks wait"
+    );
+    assert!(pending.deadline().is_some());
+    assert!(
+        format!("{pending:?}").contains("Some(\"gone\")"),
+        "{pending:?}"
+    );
+    assert!(pending.cancel());
+    assert!(dropped.load(Ordering::SeqCst));
+    tokio::time::sleep(ms(20)).await;
+    settle().await;
+    assert!(ran.load(Ordering::SeqCst));
+    // Nothing of the group is left: every answer is "ended".
+    for handle in [&pending, &runs] {
+        assert!(handle.is_finished());
+        assert!(!handle.is_pending());
+        assert!(!handle.cancel());
+        assert!(!handle.reschedule(Instant::now() + ms(10)));
+        assert_eq!(handle.deadline(), None);
+        assert!(format!("{handle:?}").contains("group: None"), "{handle:?}");
+    }
+}
+
+/// A handle of a group that is gone never reaches a task of a later group, whatever that one
+/// reuses (the table's seat, the task's id, lane and slot).
+#[tokio::test(start_paused = true)]
+async fn a_handle_of_a_gone_group_never_reaches_a_later_groups_task() {
+    let old: Vec<_> = (0..64)
+        .map(|_| {
+            let group = Group::new();
+            let handle = group.delay(Duration::from_secs(1), async {});
+            assert!(handle.cancel());
+            handle
+        })
+        .collect();
+    settle().await;
+    let groups: Vec<_> = (0..256).map(|_| Group::new()).collect();
+    let new: Vec<_> = groups
+        .iter()
+        .map(|group| group.delay(Duration::from_secs(1), async {}))
+        .collect();
+    for handle in &old {
+        assert!(!handle.cancel());
+        assert!(!handle.reschedule(Instant::now()));
+        assert!(!handle.is_pending());
+        assert!(handle.is_finished());
+    }
+    assert!(new.iter().all(|handle| handle.is_pending()));
+    for group in &groups {
+        bounded(group.wait()).await.unwrap();
+        assert_eq!(group.stats().completed, 1);
+    }
+}
