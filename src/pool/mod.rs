@@ -398,6 +398,7 @@ impl<T: 'static, G> Member<T, G> {
     /// it wanted no slot, and a task that is not due does not make it want one), and its
     /// monitor is awake or has a timer no later than `deadline`. The common case of a schedule
     /// or a reschedule for later, settled without serving or dispatching.
+    #[inline]
     fn is_quiet_after(&self, deadline: u64) -> bool {
         self.place.is_none()
             && deadline > self.frontier
@@ -583,6 +584,7 @@ impl<T: 'static, G: Ctx, A> Pool<T, G, A> {
         Some(Left(member))
     }
 
+    #[inline]
     fn member(&mut self, id: MemberId) -> &mut Member<T, G> {
         self.members[id]
             .as_mut()
@@ -594,6 +596,7 @@ impl<T: 'static, G: Ctx, A> Pool<T, G, A> {
     /// flag, which is set before the pool hears of it): the key names nothing but has an id of
     /// its own, and the task is counted as pending until the caller has dropped it and called
     /// [`settle_cancelled`](Pool::settle_cancelled).
+    #[inline]
     pub(crate) fn schedule<V: Pending<T>>(
         &mut self,
         id: MemberId,
@@ -619,6 +622,7 @@ impl<T: 'static, G: Ctx, A> Pool<T, G, A> {
 
     /// The reserve to make a lane for task type `V` with, outside the lock, if group `id` keeps
     /// a reserve and has no lane for `V` yet (see [`DeadlineQueue::lane_wanted`]).
+    #[inline]
     pub(crate) fn lane_wanted<V: 'static>(&mut self, id: MemberId) -> Option<usize> {
         self.member(id).queue.lane_wanted::<V>()
     }

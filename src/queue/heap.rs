@@ -151,6 +151,7 @@ impl Heap {
         }
     }
 
+    #[inline]
     pub(super) fn push(&mut self, entry: Entry) {
         match self.run.back() {
             Some(last) if entry.key() < last.key() => self.quad.push(entry),

@@ -115,6 +115,7 @@ impl<V> Lane<V> {
     }
 
     /// Adds `value` with order `seq` and the low bits `id` of its id; returns its slot.
+    #[inline]
     pub(super) fn insert(
         &mut self,
         deadline: u64,
@@ -326,6 +327,7 @@ impl<V> Lane<V> {
 
     /// Puts `entry` in the heap its deadline belongs to (invariant 1) and returns the `seq` its
     /// value's stamp must carry (invariant 2).
+    #[inline]
     fn push(&mut self, entry: Entry, frontier: u64) -> u32 {
         if entry.deadline <= frontier {
             self.due.push(entry);

@@ -301,6 +301,7 @@ impl<T: 'static> DeadlineQueue<T> {
 
     /// Adds `value`, due at `deadline`. Among equal deadlines, earlier inserts come out first,
     /// whatever their types.
+    #[inline]
     pub(crate) fn insert<V: Pending<T>>(&mut self, deadline: u64, value: V) -> Key {
         let id = self.take_id();
         let seq = self.take_seq();
@@ -326,6 +327,7 @@ impl<T: 'static> DeadlineQueue<T> {
 
     /// `entry`, live, was just pushed into `lane`: brings the lanes' order and the known head
     /// up to date without looking into the lane.
+    #[inline]
     fn entered(&mut self, lane: u32, entry: Entry) {
         // The lane's top is the least of its entries (the due ones come first), so the new
         // entry is its top if it comes before the old one, and nothing changes otherwise.
@@ -358,6 +360,7 @@ impl<T: 'static> DeadlineQueue<T> {
     }
 
     /// The lane for values of type `V`, made on first use.
+    #[inline]
     fn lane_of<V: Pending<T>>(&mut self) -> u32 {
         let lane = match self.find(TypeId::of::<V>()) {
             Some(lane) => lane,
@@ -368,6 +371,7 @@ impl<T: 'static> DeadlineQueue<T> {
     }
 
     /// The lane of values of type `ty`, if it has one: the latest insert's, most often.
+    #[inline]
     fn find(&self, ty: TypeId) -> Option<u32> {
         if self.types.get(self.recent as usize) == Some(&ty) {
             Some(self.recent)
@@ -399,6 +403,7 @@ impl<T: 'static> DeadlineQueue<T> {
     /// The reserve a lane for `V` would be made with, if `V` has no lane yet and the queue
     /// keeps a reserve: such a lane is better made (and its room written) outside the caller's
     /// lock, with [`Prepared::new`], and [`install`](Self::install)ed.
+    #[inline]
     pub(crate) fn lane_wanted<V: 'static>(&self) -> Option<usize> {
         (self.reserve > 0 && self.find(TypeId::of::<V>()).is_none()).then_some(self.reserve)
     }
@@ -588,6 +593,7 @@ impl<T: 'static> DeadlineQueue<T> {
     }
 
     /// The next id, after a census if it would leave the window (invariant 2).
+    #[inline]
     fn take_id(&mut self) -> u64 {
         let id = self.next_id;
         if id - self.floor >= WINDOW {
@@ -610,6 +616,7 @@ impl<T: 'static> DeadlineQueue<T> {
         self.floor = floor;
     }
 
+    #[inline]
     fn take_seq(&mut self) -> u32 {
         // Schedule orders stay below the `DUE` bit (invariant 5).
         if self.next_seq == DUE - 1 {
