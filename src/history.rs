@@ -27,6 +27,14 @@ const WINDOWS: [u64; 3] = [10, 60, 300];
 /// current one.
 const SLOTS: usize = 11;
 
+// The other rings' steps are whole multiples of the first ring's, on the same grid (keys
+// divided by the width): what `Log::fold` relies on.
+const _: () = {
+    let first = WINDOWS[0] * SECOND / (SLOTS as u64 - 1);
+    assert!((WINDOWS[1] * SECOND / (SLOTS as u64 - 1)) % first == 0);
+    assert!((WINDOWS[2] * SECOND / (SLOTS as u64 - 1)) % first == 0);
+};
+
 /// A snapshot of a group's or limiter's activity.
 ///
 /// # Examples
@@ -174,6 +182,33 @@ struct Bucket {
     cancelled: u32,
 }
 
+/// The first ring's newest step as the other rings take it in: its events, its whole waits
+/// not yet carried, and its durations.
+struct Unfolded<'a> {
+    /// Its counts (its `busy` is not read: see `busy`).
+    events: Bucket,
+    waited: u64,
+    /// The running count integrated over it so far.
+    busy: u64,
+    detail: Option<&'a Detail>,
+}
+
+impl Unfolded<'_> {
+    /// Adds the step's events, carried waits and carried running integral to `bucket` (not
+    /// waits that each ring spread itself).
+    fn add_to(&self, bucket: &mut Bucket) {
+        let e = &self.events;
+        bucket.busy = bucket.busy.saturating_add(self.busy);
+        bucket.waited = bucket.waited.saturating_add(self.waited);
+        bucket.peak = bucket.peak.max(e.peak);
+        bucket.started = bucket.started.saturating_add(e.started);
+        bucket.freed = bucket.freed.saturating_add(e.freed);
+        bucket.completed = bucket.completed.saturating_add(e.completed);
+        bucket.panicked = bucket.panicked.saturating_add(e.panicked);
+        bucket.cancelled = bucket.cancelled.saturating_add(e.cancelled);
+    }
+}
+
 /// `n` plus one, saturating.
 fn bump(n: &mut u32) {
     *n = n.saturating_add(1);
@@ -193,6 +228,9 @@ struct Ring {
     /// `s % SLOTS`; the ring holds steps `current - SLOTS + 1 ..= current`, and the steps
     /// before the first event as empty buckets.
     current: u64,
+    /// The first key after the newest bucket's step, `(current + 1) * width` (saturated): an
+    /// event before it is in the same step, which needs no division to tell.
+    edge: u64,
     buckets: [Bucket; SLOTS],
     /// Beside each bucket, its durations, once it has one: a step in which no task started or
     /// ended holds no histogram. A step's histogram goes when its bucket is reused or rolls
@@ -213,10 +251,23 @@ struct Detail {
 /// What an [`Activity`] keeps once it has seen an event.
 #[derive(Debug, Clone)]
 struct Log {
+    /// The 10 s window's ring (1 s steps) first: every event is counted there, in its newest
+    /// step, and that step's counts and durations are added to the other rings' newest steps
+    /// when it ends ([`Log::fold`]), or to a window read before then. A step of the others
+    /// (6 s, 30 s) holds whole steps of the first, so each event is counted once in each
+    /// window, at a third of the cost of counting it in all three rings as it happens (issue
+    /// 13: the history was an eighth of a capped burst's time). The running integral and long
+    /// waits are kept by each ring itself.
     rings: [Ring; 3],
     running: usize,
     /// Up to when `busy` has been integrated: the latest time seen.
     last: u64,
+    /// Waits counted in the first ring's newest step, whole (the common case), and not yet in
+    /// the others; a wait that began in an earlier step is spread in every ring at once.
+    carry_waited: u64,
+    /// The running count integrated since the first ring's newest step began, in no ring yet
+    /// (every ring's newest step holds that time).
+    carry_busy: u64,
 }
 
 /// The event log behind a [`History`]. Holds nothing until the first event, then a fixed
@@ -247,11 +298,9 @@ impl Activity {
         let log = self.log_at(now);
         log.running += 1;
         let peak = peak_of(log.running);
-        for ring in &mut log.rings {
-            let bucket = ring.newest();
-            bucket.started = bucket.started.saturating_add(1);
-            bucket.peak = bucket.peak.max(peak);
-        }
+        let bucket = log.rings[0].newest();
+        bucket.started = bucket.started.saturating_add(1);
+        bucket.peak = bucket.peak.max(peak);
         if let Some(deadline) = deadline {
             log.late(now, deadline);
         }
@@ -278,15 +327,13 @@ impl Activity {
     fn free_with(&mut self, now: u64, run: Option<u64>, count: impl Fn(&mut Bucket)) {
         let log = self.log_at(now);
         log.running = log.running.saturating_sub(1);
-        let run = run.map(|run| (run, bin(run)));
-        for ring in &mut log.rings {
-            let slot = ring.newest_slot();
-            let bucket = &mut ring.buckets[slot];
-            bump(&mut bucket.freed);
-            count(bucket);
-            if let Some((run, bin)) = run {
-                ring.detail(slot).run.record_in(bin, run);
-            }
+        let ring = &mut log.rings[0];
+        let slot = ring.newest_slot();
+        let bucket = &mut ring.buckets[slot];
+        bump(&mut bucket.freed);
+        count(bucket);
+        if let Some(run) = run {
+            ring.detail(slot).run.record_in(bin(run), run);
         }
     }
 
@@ -295,7 +342,26 @@ impl Activity {
         match &mut self.log {
             Some(log) => {
                 log.advance(now);
-                std::array::from_fn(|i| log.rings[i].window(WINDOWS[i], log.last))
+                let [first, ..] = &log.rings;
+                let slot = first.newest_slot();
+                // What is not in the rings yet: the first ring's newest step for the others,
+                // and the running count integrated since it began for all three.
+                let unfolded = Unfolded {
+                    events: first.buckets[slot],
+                    waited: log.carry_waited,
+                    busy: log.carry_busy,
+                    detail: first.detail[slot].as_deref(),
+                };
+                let busy_only = Unfolded {
+                    events: Bucket::default(),
+                    waited: 0,
+                    busy: log.carry_busy,
+                    detail: None,
+                };
+                std::array::from_fn(|i| {
+                    let extra = if i == 0 { &busy_only } else { &unfolded };
+                    log.rings[i].window(WINDOWS[i], log.last, extra)
+                })
             }
             None => WINDOWS.map(|span| Window::empty(Duration::from_secs(span))),
         }
@@ -332,6 +398,8 @@ impl Log {
             rings: WINDOWS.map(|span| Ring::new(span * SECOND / (SLOTS as u64 - 1), now)),
             running: 0,
             last: now,
+            carry_waited: 0,
+            carry_busy: 0,
         }
     }
 
@@ -339,12 +407,44 @@ impl Log {
     /// steps it covers (at most [`SLOTS`] buckets a ring).
     fn late(&mut self, now: u64, deadline: u64) {
         let lateness = now.saturating_sub(deadline);
-        let bin = bin(lateness);
-        for ring in &mut self.rings {
-            ring.wait(deadline, now);
-            let slot = ring.newest_slot();
-            ring.detail(slot).lateness.record_in(bin, lateness);
+        let first = &mut self.rings[0];
+        if first.holds(deadline) {
+            // The whole wait is in the newest step of every ring: counted in the first, and
+            // carried to the others at the fold.
+            let bucket = first.newest();
+            bucket.waited = bucket.waited.saturating_add(lateness);
+            self.carry_waited = self.carry_waited.saturating_add(lateness);
+        } else {
+            for ring in &mut self.rings {
+                ring.wait(deadline, now);
+            }
         }
+        let first = &mut self.rings[0];
+        let slot = first.newest_slot();
+        first
+            .detail(slot)
+            .lateness
+            .record_in(bin(lateness), lateness);
+    }
+
+    /// Adds the first ring's newest step, about to end, to the other rings' newest steps,
+    /// which hold it (their steps are whole multiples of it, on the same grid).
+    fn fold(&mut self) {
+        let [first, others @ ..] = &mut self.rings;
+        let slot = first.newest_slot();
+        let unfolded = Unfolded {
+            events: first.buckets[slot],
+            waited: self.carry_waited,
+            busy: self.carry_busy,
+            detail: first.detail[slot].as_deref(),
+        };
+        for ring in others {
+            ring.absorb(&unfolded);
+        }
+        let bucket = &mut first.buckets[slot];
+        bucket.busy = bucket.busy.saturating_add(self.carry_busy);
+        self.carry_waited = 0;
+        self.carry_busy = 0;
     }
 
     /// Integrates the running count up to `now` and rolls old buckets off. At most `SLOTS`
@@ -353,8 +453,24 @@ impl Log {
         if now <= self.last {
             return;
         }
+        let running = self.running as u64;
+        if !self.rings[0].ends_before(now) {
+            // Within the first ring's newest step: one sum, not one per ring.
+            self.carry_busy = self
+                .carry_busy
+                .saturating_add(running.saturating_mul(now - self.last));
+            self.last = now;
+            return;
+        }
+        // The newest step ends before `now` (so `edge` is exact, and after `last`): the gap up
+        // to its end is in every ring's newest step; the rings integrate the rest themselves.
+        let edge = self.rings[0].edge;
+        self.carry_busy = self
+            .carry_busy
+            .saturating_add(running.saturating_mul(edge - self.last));
+        self.fold();
         for ring in &mut self.rings {
-            ring.advance(self.last, now, self.running);
+            ring.advance(edge, now, self.running);
         }
         self.last = now;
     }
@@ -367,6 +483,7 @@ impl Ring {
         Self {
             width,
             current: now / width,
+            edge: (now / width + 1).saturating_mul(width),
             buckets: [Bucket::default(); SLOTS],
             detail: Default::default(),
         }
@@ -388,6 +505,29 @@ impl Ring {
 
     fn newest(&mut self) -> &mut Bucket {
         &mut self.buckets[self.newest_slot()]
+    }
+
+    /// Whether `at` is in the newest step or later.
+    fn holds(&self, at: u64) -> bool {
+        at >= self.current.saturating_mul(self.width)
+    }
+
+    /// Whether the newest step ends by `now`: the next [`advance`](Ring::advance) to `now`
+    /// starts another.
+    fn ends_before(&self, now: u64) -> bool {
+        now >= self.edge && now / self.width != self.current
+    }
+
+    /// Adds another ring's step, which lies in this ring's newest step, to it: its events,
+    /// carried waits and running integral, and durations.
+    fn absorb(&mut self, step: &Unfolded<'_>) {
+        let slot = self.newest_slot();
+        step.add_to(&mut self.buckets[slot]);
+        if let Some(durations) = step.detail {
+            let mine = self.detail(slot);
+            mine.lateness.merge(&durations.lateness);
+            mine.run.merge(&durations.run);
+        }
     }
 
     /// A task waited from `deadline` to `now`: adds what of that lies in the steps kept to
@@ -416,12 +556,16 @@ impl Ring {
     fn advance(&mut self, from: u64, now: u64, running: usize) {
         let peak = peak_of(running);
         let running = running as u64;
-        let target = now / self.width;
-        let end = now.min((self.current + 1).saturating_mul(self.width));
+        let end = now.min(self.edge);
         let bucket = self.newest();
         bucket.busy = bucket
             .busy
             .saturating_add(running.saturating_mul(end - from));
+        // Most events fall in the step of the one before (a step is a second or more).
+        if now < self.edge {
+            return;
+        }
+        let target = now / self.width;
         if target == self.current {
             return;
         }
@@ -442,17 +586,31 @@ impl Ring {
             self.detail[slot] = None;
         }
         self.current = target;
+        self.edge = (target + 1).saturating_mul(self.width);
     }
 
     /// The window of `span` seconds as of `now`, no earlier than the newest bucket.
-    fn window(&self, span: u64, now: u64) -> Window {
+    /// `extra`: what of the newest step is not in this ring yet (see [`Log::fold`]).
+    fn window(&self, span: u64, now: u64, extra: &Unfolded<'_>) -> Window {
         let mut window = Window::empty(Duration::from_secs(span));
         let mut peak = 0;
         let mut busy = 0u128;
         let mut waited = 0u128;
         let mut lateness = Histogram::EMPTY;
         let mut run = Histogram::EMPTY;
-        for (b, detail) in self.buckets.iter().zip(&self.detail) {
+        let mut newest = self.buckets[self.newest_slot()];
+        extra.add_to(&mut newest);
+        if let Some(detail) = extra.detail {
+            lateness.merge(&detail.lateness);
+            run.merge(&detail.run);
+        }
+        let newest_slot = self.newest_slot();
+        let buckets = self
+            .buckets
+            .iter()
+            .enumerate()
+            .map(|(slot, b)| if slot == newest_slot { &newest } else { b });
+        for (b, detail) in buckets.zip(&self.detail) {
             if let Some(detail) = detail {
                 lateness.merge(&detail.lateness);
                 run.merge(&detail.run);
