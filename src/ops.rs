@@ -55,7 +55,13 @@ impl Shared {
         let at = self.at();
         let mut pool = self.lock();
         let mut spare = None;
-        if let Some(reserve) = pool.lane_wanted::<V>(self.id) {
+        // (A group without a reserve makes a lane under the lock, in `schedule`.)
+        let wanted = if self.reserves {
+            pool.lane_wanted::<V>(self.id)
+        } else {
+            None
+        };
+        if let Some(reserve) = wanted {
             // The first task of its type in a group with a reserve: the type's lane, whose
             // room is written now, is made outside the lock (which a limiter shares).
             drop(pool);

@@ -82,6 +82,9 @@ pub(crate) struct Shared {
     pub(crate) id: MemberId,
     /// Where its task handles find it in [`GROUPS`].
     pub(crate) seat: Seat,
+    /// Whether its queue keeps a reserve (`Builder::reserve`): only then may a schedule have
+    /// to make a future type's lane outside the lock.
+    pub(crate) reserves: bool,
     /// Whether `domain` is a limiter's (its history wants timestamps).
     limited: bool,
     /// Wakes the monitor. `notify_one` stores a permit when the monitor is not waiting yet.
@@ -131,6 +134,7 @@ impl Shared {
                 domain,
                 id,
                 seat: GROUPS.enter(me.clone()),
+                reserves: reserve > 0,
                 limited,
                 monitor_wake: Notify::new(),
                 aborts: AtomicU64::new(0),

@@ -429,10 +429,9 @@ fn is_live<V>(slots: &[Slot<V>], entry: &Entry) -> bool {
 
 /// The object-safe face of a [`Lane`], for the queue's choices between lanes. Values leave
 /// through it already turned into `T` ([`Pending::start`]).
-pub(super) trait Erased<T>: Send {
+pub(super) trait Erased<T>: Any + Send {
     #[cfg(test)]
     fn as_any(&self) -> &dyn Any;
-    fn as_any_mut(&mut self) -> &mut dyn Any;
     fn top(&self) -> Option<Entry>;
     fn live_top(&mut self) -> Option<Entry>;
     fn stamp(&self, slot: u32) -> Option<Stamp>;
@@ -454,10 +453,6 @@ pub(super) trait Erased<T>: Send {
 impl<T: 'static, V: Pending<T>> Erased<T> for Lane<V> {
     #[cfg(test)]
     fn as_any(&self) -> &dyn Any {
-        self
-    }
-
-    fn as_any_mut(&mut self) -> &mut dyn Any {
         self
     }
 

@@ -73,7 +73,7 @@ mod lane;
 #[cfg(test)]
 mod tests;
 
-use std::any::TypeId;
+use std::any::{Any, TypeId};
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 
@@ -307,8 +307,9 @@ impl<T: 'static> DeadlineQueue<T> {
         let seq = self.take_seq();
         let lane = self.lane_of::<V>();
         let frontier = self.frontier;
-        let typed = self.lanes[lane as usize]
-            .as_any_mut()
+        // The lane as `Any` (an upcast: no call), then one look at its type.
+        let erased: &mut dyn Any = &mut *self.lanes[lane as usize];
+        let typed = erased
             .downcast_mut::<Lane<V>>()
             .expect("a lane holds the type it was made for");
         // The low 32 bits; `widen` restores the rest (invariant 2).
