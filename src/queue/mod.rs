@@ -506,9 +506,18 @@ impl<T: 'static> DeadlineQueue<T> {
         let typed = &mut self.lanes[lane as usize];
         debug_assert_eq!(typed.top().map(|entry| entry.key()), Some(top.key()));
         let (stamp, value) = typed.pop_top();
-        self.retop(lane);
+        // The lane's next live entry, found now rather than by the next look for the head.
+        let next = typed.live_top();
+        self.heads.set(lane, next.map(|entry| entry.key()));
         let id = self.id_of(lane, top.slot, stamp);
         self.forget(lane, top.slot);
+        // If its lane still comes first, it is the earliest live entry of the queue: every
+        // other lane's recorded top is at or before its live one (invariant 6).
+        if let Some(entry) = next {
+            if self.heads.first().is_some_and(|(first, _)| first == lane) {
+                self.head = Some((lane, entry));
+            }
+        }
         Some((id, top.deadline, value))
     }
 
