@@ -738,6 +738,10 @@ impl Histogram {
     }
 }
 
+/// The history before issue 13's fold, for a differential test.
+#[cfg(test)]
+mod old;
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1139,7 +1143,7 @@ mod tests {
 
     // ===== against the implementation before the fold (hostile review, issue 13) =====
 
-    use crate::history_old;
+    use super::old as history_old;
 
     /// One operation on both histories: an event or a read, at a time the strategy picks.
     #[derive(Debug, Clone, Copy)]
@@ -1299,9 +1303,9 @@ mod tests {
         Op(Op),
     }
 
-    fn same_window(new: &Window, old: &history_old::Window, what: &str) {
+    fn same_window(new: &Window, old: &Window, what: &str) {
         let p = |p: Option<Percentiles>| p.map(|p| (p.p50, p.p99, p.max, p.count));
-        let q = |p: Option<history_old::Percentiles>| p.map(|p| (p.p50, p.p99, p.max, p.count));
+        let q = |p: Option<Percentiles>| p.map(|p| (p.p50, p.p99, p.max, p.count));
         assert_eq!(
             (
                 new.span,

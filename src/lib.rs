@@ -347,10 +347,6 @@ mod every;
 mod group;
 mod handle;
 mod history;
-/// The history before issue 13's fold (commit 9d94f99), kept for a differential test.
-#[cfg(test)]
-#[allow(dead_code, unreachable_pub)]
-mod history_old;
 mod id;
 mod limit;
 mod limiter;

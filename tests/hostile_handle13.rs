@@ -89,6 +89,24 @@ fn join_scoped<T>(thread: std::thread::ScopedJoinHandle<'_, T>) -> T {
         .unwrap_or_else(|payload| std::panic::resume_unwind(payload))
 }
 
+/// Drops `owned` on one thread while `use_handles` runs on another, both let go at once by a
+/// barrier; returns what `use_handles` returned.
+fn drop_while<D: Send, T: Send>(owned: D, use_handles: impl FnOnce() -> T + Send) -> T {
+    let barrier = Barrier::new(2);
+    std::thread::scope(|s| {
+        let dropper = s.spawn(|| {
+            barrier.wait();
+            drop(owned);
+        });
+        let user = s.spawn(|| {
+            barrier.wait();
+            use_handles()
+        });
+        join_scoped(dropper);
+        join_scoped(user)
+    })
+}
+
 // ===== races on the multi-thread runtime =====
 
 /// The last `Group` is dropped on one thread while another cancels, reschedules and
@@ -108,28 +126,18 @@ fn last_group_dropped_while_another_thread_cancels_through_handles() {
         let handles: Vec<_> = (0..8)
             .map(|_| group.delay(HOUR, counted(&ledger, HOUR)))
             .collect();
-        let barrier = Barrier::new(2);
-        let trues = std::thread::scope(|s| {
-            let dropper = s.spawn(|| {
-                barrier.wait();
-                drop(group);
-            });
-            let canceller = s.spawn(|| {
-                barrier.wait();
-                let mut trues = 0;
-                for h in &handles {
-                    assert!(format!("{h:?}").contains("Some(\"race\")"), "{h:?}");
-                    assert!(h.is_pending());
-                    assert!(h.deadline().is_some());
-                    assert!(h.reschedule(Instant::now() + 2 * HOUR));
-                    trues += usize::from(h.cancel());
-                    assert!(!h.reschedule(Instant::now()));
-                    assert!(h.is_finished());
-                }
-                trues
-            });
-            join_scoped(dropper);
-            join_scoped(canceller)
+        let trues = drop_while(group, || {
+            let mut trues = 0;
+            for h in &handles {
+                assert!(format!("{h:?}").contains("Some(\"race\")"), "{h:?}");
+                assert!(h.is_pending());
+                assert!(h.deadline().is_some());
+                assert!(h.reschedule(Instant::now() + 2 * HOUR));
+                trues += usize::from(h.cancel());
+                assert!(!h.reschedule(Instant::now()));
+                assert!(h.is_finished());
+            }
+            trues
         });
         assert_eq!(trues, 8, "every pending task is reachable while it waits");
         assert_eq!(ledger.dropped.load(Ordering::SeqCst), 8);
@@ -155,19 +163,7 @@ fn last_group_dropped_while_running_tasks_are_cancelled_through_handles() {
         let handles: Vec<_> = (0..6)
             .map(|_| group.delay(Duration::ZERO, counted(&ledger, HOUR)))
             .collect();
-        let barrier = Barrier::new(2);
-        let trues = std::thread::scope(|s| {
-            let dropper = s.spawn(|| {
-                barrier.wait();
-                drop(group);
-            });
-            let canceller = s.spawn(|| {
-                barrier.wait();
-                handles.iter().filter(|h| h.cancel()).count()
-            });
-            join_scoped(dropper);
-            join_scoped(canceller)
-        });
+        let trues = drop_while(group, || handles.iter().filter(|h| h.cancel()).count());
         assert_eq!(trues, 6);
         for h in &handles {
             await_gone(h);
@@ -736,18 +732,8 @@ fn limiter_groups_dropped_while_handles_cancel_on_another_thread() {
                 (0..4).map(move |_| g.delay(Duration::ZERO, counted(&ledger, Duration::ZERO)))
             })
             .collect();
-        let barrier = Barrier::new(2);
-        let cancelled = std::thread::scope(|s| {
-            let dropper = s.spawn(|| {
-                barrier.wait();
-                drop(groups);
-            });
-            let canceller = s.spawn(|| {
-                barrier.wait();
-                handles.iter().step_by(2).filter(|h| h.cancel()).count()
-            });
-            join_scoped(dropper);
-            join_scoped(canceller)
+        let cancelled = drop_while(groups, || {
+            handles.iter().step_by(2).filter(|h| h.cancel()).count()
         });
         for h in &handles {
             await_gone(h);
