@@ -193,7 +193,18 @@ struct Unfolded<'a> {
     detail: Option<&'a Detail>,
 }
 
-impl Unfolded<'_> {
+impl<'a> Unfolded<'a> {
+    /// `ring`'s newest step, with the waits and running integral carried beside it.
+    fn newest(ring: &'a Ring, waited: u64, busy: u64) -> Self {
+        let slot = ring.newest_slot();
+        Self {
+            events: ring.buckets[slot],
+            waited,
+            busy,
+            detail: ring.detail[slot].as_deref(),
+        }
+    }
+
     /// Adds the step's events, carried waits and carried running integral to `bucket` (not
     /// waits that each ring spread itself).
     fn add_to(&self, bucket: &mut Bucket) {
@@ -342,16 +353,9 @@ impl Activity {
         match &mut self.log {
             Some(log) => {
                 log.advance(now);
-                let [first, ..] = &log.rings;
-                let slot = first.newest_slot();
                 // What is not in the rings yet: the first ring's newest step for the others,
                 // and the running count integrated since it began for all three.
-                let unfolded = Unfolded {
-                    events: first.buckets[slot],
-                    waited: log.carry_waited,
-                    busy: log.carry_busy,
-                    detail: first.detail[slot].as_deref(),
-                };
+                let unfolded = Unfolded::newest(&log.rings[0], log.carry_waited, log.carry_busy);
                 let busy_only = Unfolded {
                     events: Bucket::default(),
                     waited: 0,
@@ -432,12 +436,7 @@ impl Log {
     fn fold(&mut self) {
         let [first, others @ ..] = &mut self.rings;
         let slot = first.newest_slot();
-        let unfolded = Unfolded {
-            events: first.buckets[slot],
-            waited: self.carry_waited,
-            busy: self.carry_busy,
-            detail: first.detail[slot].as_deref(),
-        };
+        let unfolded = Unfolded::newest(first, self.carry_waited, self.carry_busy);
         for ring in others {
             ring.absorb(&unfolded);
         }
