@@ -26,7 +26,10 @@
 //! The pool's mutex is the only lock on a hot path (the cancellation hook's lock is taken only
 //! to arm it). While holding it, code never touches the token, spawns, notifies, or polls or
 //! drops a user future or a group handle: a user `Drop` may call back into the group, and
-//! dropping the last handle to a group locks the pool to leave it.
+//! dropping the last handle to a group locks the pool to leave it. The table of live groups
+//! ([`GROUPS`], where task handles find their group) has a lock per shard that is never held
+//! with the pool's: a group enters it while being built and leaves it in `Drop`, after leaving
+//! its pool and unlocking.
 
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
