@@ -373,8 +373,8 @@ impl Drop for Shared {
     fn drop(&mut self) {
         let left = self.lock().leave(self.id);
         drop(left);
-        let seat = GROUPS.leave(self.seat);
-        drop(seat);
+        // Its entry in the table of groups, a `Weak`, is dropped after the shard's lock.
+        drop(GROUPS.leave(self.seat));
     }
 }
 

@@ -430,8 +430,6 @@ fn is_live<V>(slots: &[Slot<V>], entry: &Entry) -> bool {
 /// The object-safe face of a [`Lane`], for the queue's choices between lanes. Values leave
 /// through it already turned into `T` ([`Pending::start`]).
 pub(super) trait Erased<T>: Any + Send {
-    #[cfg(test)]
-    fn as_any(&self) -> &dyn Any;
     fn top(&self) -> Option<Entry>;
     fn live_top(&mut self) -> Option<Entry>;
     fn stamp(&self, slot: u32) -> Option<Stamp>;
@@ -441,9 +439,8 @@ pub(super) trait Erased<T>: Any + Send {
     fn reschedule(&mut self, slot: u32, deadline: u64, seq: u32, frontier: u64) -> bool;
     fn due_live(&self) -> usize;
     fn advance(&mut self, now: u64);
-    /// Every value, turned into `T` one at a time as the iterator is consumed (outside the
-    /// caller's lock).
-    /// Every value, with its slot and the low half of its id.
+    /// Every value, with its slot and the low half of its id, turned into `T` one at a time as
+    /// the iterator is consumed (outside the caller's lock).
     fn drain(&mut self) -> Box<dyn Iterator<Item = (u32, u32, T)> + Send>;
     fn census(&self, lane: u32, old: u64, floor: u64, elders: &mut BTreeMap<u64, u64>);
     fn live_entries(&self, lane: u32, out: &mut Vec<(Entry, u32)>);
@@ -451,11 +448,6 @@ pub(super) trait Erased<T>: Any + Send {
 }
 
 impl<T: 'static, V: Pending<T>> Erased<T> for Lane<V> {
-    #[cfg(test)]
-    fn as_any(&self) -> &dyn Any {
-        self
-    }
-
     fn top(&self) -> Option<Entry> {
         Lane::top(self)
     }

@@ -29,10 +29,9 @@ fn item(name: &'static str) -> Item {
 
 /// The lane of `Item`s.
 fn lane(q: &DeadlineQueue<Item>) -> &Lane<Item> {
-    q.lanes[q.find(TypeId::of::<Item>()).expect("items were inserted") as usize]
-        .as_any()
-        .downcast_ref()
-        .expect("the lane of items")
+    let erased: &dyn Any =
+        &*q.lanes[q.find(TypeId::of::<Item>()).expect("items were inserted") as usize];
+    erased.downcast_ref().expect("the lane of items")
 }
 
 fn drain_due(q: &mut DeadlineQueue<Item>, now: u64) -> Vec<&'static str> {
