@@ -350,9 +350,7 @@ impl Runner {
             Some(at) => at.get(),
             None => {
                 let now = shared.clock.now();
-                shared
-                    .lock()
-                    .late_start(shared.id, started.id, started.deadline, now);
+                shared.lock().late_start(shared.id, started.deadline, now);
                 started.at = NonZeroU64::new(now);
                 now
             }

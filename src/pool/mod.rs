@@ -235,9 +235,6 @@ type Running = HashMap<u64, Run, BuildHasherDefault<IdHasher>>;
 /// A running task, as its member keeps it.
 #[derive(Debug, Clone, Copy)]
 struct Run {
-    /// When it began, on its group's clock (a key); 0 until its runner reports it
-    /// ([`Pool::late_start`]).
-    started: u64,
     /// The generations of its group's cap and of the pool's limit it started under: an
     /// adaptive controller hears of a task's end, or its overload, only if it tells of the
     /// limit now (see `adapt`). They wrap: a task that runs through 2^32 changes of its
@@ -927,15 +924,11 @@ impl<T: 'static, G: Ctx, A> Pool<T, G, A> {
         member.counters.snapshot(member.cap.running())
     }
 
-    /// Task `task`'s runner began it at `now` (its group's clock), which the transition that
-    /// started it could not know (`Started::at` was `None`); it was due at `deadline`. The
-    /// history counts its start, lateness and wait now.
-    pub(crate) fn late_start(&mut self, id: MemberId, task: u64, deadline: u64, now: u64) {
-        let member = self.member(id);
-        if let Some(run) = member.running.get_mut(&task) {
-            run.started = now;
-        }
-        member.activity.start(now, Some(deadline));
+    /// Task `deadline`'s runner began it at `now` (its group's clock), which the transition
+    /// that started it could not know (`Started::at` was `None`): the history counts its start,
+    /// lateness and wait now.
+    pub(crate) fn late_start(&mut self, id: MemberId, deadline: u64, now: u64) {
+        self.member(id).activity.start(now, Some(deadline));
         if let Some(activity) = &mut self.activity {
             activity.start(now, Some(deadline));
         }
@@ -1097,7 +1090,6 @@ impl<T: 'static, G: Ctx, A> Pool<T, G, A> {
             .expect("a member that wants a slot has a due task");
         let started = fresh.then_some(member.frontier);
         let run = Run {
-            started: started.unwrap_or(0),
             k_gen: member.k_gen,
             limit_gen,
             aborted: false,
