@@ -12,7 +12,7 @@ use std::sync::Arc;
 use crate::adaptive::{Adapted, Adaptive, AdaptiveState, Change, Controller, Sample};
 use crate::task::Outcome;
 
-use super::{Ctx, Fx, MemberId, ONE, Pool};
+use super::{Ctx, Fx, Member, MemberId, ONE, Pool};
 use crate::observe;
 
 /// How far behind a change a member's last reading of its clock must be for the member to
@@ -42,6 +42,22 @@ impl Adapter {
             algorithm: self.controller.algorithm(),
             change,
         }
+    }
+}
+
+impl<T: 'static, G> Member<T, G> {
+    /// Lets the controller of its cap, if it has one, `decide` on the cap now; a change is
+    /// applied at once (a new generation of the cap, as `set_cap` makes) and returned with
+    /// its report.
+    fn adapt_cap(
+        &mut self,
+        decide: impl FnOnce(&mut Controller, usize) -> Option<Change>,
+    ) -> Option<(Change, Adapted)> {
+        let adapter = self.adaptive.as_mut()?;
+        let change = decide(&mut adapter.controller, self.cap.limit())?;
+        let report = adapter.report(false, change);
+        self.set_cap(change.to);
+        Some((change, report))
     }
 }
 
@@ -117,17 +133,16 @@ impl<T: 'static, G: Ctx, A> Pool<T, G, A> {
         let (k_current, current) = member.running.get(&end.task).map_or((false, false), |run| {
             (run.k_gen == member.k_gen, run.limit_gen == limit_gen)
         });
-        if let Some(adapter) = member.adaptive.as_mut() {
+        if member.adaptive.is_some() {
             let frontier = member.frontier;
             let due = member.queue.peek_deadline().is_some_and(|d| d <= frontier);
             let reached = member.cap.running() >= member.cap.limit() && due;
             let sample = sample(reached, k_current, None);
-            if let Some(change) = adapter.controller.sample(member.cap.limit(), sample) {
-                // `set_cap`, on the fields the borrow of the adapter leaves free.
-                member.k_gen = member.k_gen.wrapping_add(1);
-                member.cap.set_limit(change.to);
+            if let Some((change, report)) =
+                member.adapt_cap(|controller, limit| controller.sample(limit, sample))
+            {
                 raised |= change.to > change.from;
-                group_report = Some(adapter.report(false, change));
+                group_report = Some(report);
             }
         }
         // The limiter's own: all of its slots taken, and someone in line.
@@ -204,17 +219,10 @@ impl<T: 'static, G: Ctx, A> Pool<T, G, A> {
             .filter(|&(_, tag)| tag == member.ctx.tag())
             .and_then(|(task, _)| member.running.get(&task).copied());
         let k_current = run.map(|run| run.k_gen == member.k_gen);
-        let mut report = None;
         let limiter_epoch = member.limiter_epoch;
-        if let Some(adapter) = member.adaptive.as_mut() {
-            let limit = member.cap.limit();
-            if let Some(change) = adapter.controller.signal(limit, now, None, k_current) {
-                // `set_cap`, on the fields the borrow of the adapter leaves free.
-                member.k_gen = member.k_gen.wrapping_add(1);
-                member.cap.set_limit(change.to);
-                report = Some(adapter.report(false, change));
-            }
-        }
+        let report = member
+            .adapt_cap(|controller, limit| controller.signal(limit, now, None, k_current))
+            .map(|(_, report)| report);
         // Before the settle, which sees both limits as they are now.
         let current = run.map(|run| run.limit_gen == limit_gen);
         let limiter = self.signal_limiter(now, Some(limiter_epoch), current);
