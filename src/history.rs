@@ -259,6 +259,18 @@ struct Detail {
     run: Histogram,
 }
 
+impl Detail {
+    const EMPTY: Self = Self {
+        lateness: Histogram::EMPTY,
+        run: Histogram::EMPTY,
+    };
+
+    fn merge(&mut self, other: &Detail) {
+        self.lateness.merge(&other.lateness);
+        self.run.merge(&other.run);
+    }
+}
+
 /// What an [`Activity`] keeps once it has seen an event.
 #[derive(Debug, Clone)]
 struct Log {
@@ -490,12 +502,7 @@ impl Ring {
 
     /// The durations of the step at `slot`, made empty if it had none.
     fn detail(&mut self, slot: usize) -> &mut Detail {
-        self.detail[slot].get_or_insert_with(|| {
-            Box::new(Detail {
-                lateness: Histogram::EMPTY,
-                run: Histogram::EMPTY,
-            })
-        })
+        self.detail[slot].get_or_insert_with(|| Box::new(Detail::EMPTY))
     }
 
     fn newest_slot(&self) -> usize {
@@ -523,9 +530,7 @@ impl Ring {
         let slot = self.newest_slot();
         step.add_to(&mut self.buckets[slot]);
         if let Some(durations) = step.detail {
-            let mine = self.detail(slot);
-            mine.lateness.merge(&durations.lateness);
-            mine.run.merge(&durations.run);
+            self.detail(slot).merge(durations);
         }
     }
 
@@ -591,15 +596,13 @@ impl Ring {
         let mut peak = 0;
         let mut busy = 0u128;
         let mut waited = 0u128;
-        let mut lateness = Histogram::EMPTY;
-        let mut run = Histogram::EMPTY;
-        let mut newest = self.buckets[self.newest_slot()];
+        let mut durations = Detail::EMPTY;
+        let newest_slot = self.newest_slot();
+        let mut newest = self.buckets[newest_slot];
         extra.add_to(&mut newest);
         if let Some(detail) = extra.detail {
-            lateness.merge(&detail.lateness);
-            run.merge(&detail.run);
+            durations.merge(detail);
         }
-        let newest_slot = self.newest_slot();
         let buckets = self
             .buckets
             .iter()
@@ -607,8 +610,7 @@ impl Ring {
             .map(|(slot, b)| if slot == newest_slot { &newest } else { b });
         for (b, detail) in buckets.zip(&self.detail) {
             if let Some(detail) = detail {
-                lateness.merge(&detail.lateness);
-                run.merge(&detail.run);
+                durations.merge(detail);
             }
             waited += u128::from(b.waited);
             peak = peak.max(b.peak);
@@ -627,8 +629,8 @@ impl Ring {
             window.mean_running = busy as f64 / covered as f64;
             window.mean_waiting = waited as f64 / covered as f64;
         }
-        window.start_lateness = lateness.percentiles();
-        window.run_time = run.percentiles();
+        window.start_lateness = durations.lateness.percentiles();
+        window.run_time = durations.run.percentiles();
         window
     }
 }
