@@ -12,7 +12,9 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Barrier, Mutex, OnceLock};
 use std::time::Duration;
 
-use common::{DropFlag, bounded, iterations, join_bounded, ms, multi_thread, settle};
+use common::{
+    DropFlag, bounded, iterations, join_bounded, join_scoped_bounded, ms, multi_thread, settle,
+};
 use schedgroup::{CancelledBy, Group, Limiter, TaskHandle};
 use tokio::time::Instant;
 
@@ -73,22 +75,6 @@ fn await_gone(handle: &TaskHandle) {
     assert_gone(handle);
 }
 
-/// Joins a scoped thread, failing if it has not finished within 30 s of real time.
-#[track_caller]
-fn join_scoped<T>(thread: std::thread::ScopedJoinHandle<'_, T>) -> T {
-    let start = std::time::Instant::now();
-    while !thread.is_finished() {
-        assert!(
-            start.elapsed() < common::REAL_BOUND,
-            "a thread did not finish in time"
-        );
-        std::thread::sleep(Duration::from_micros(50));
-    }
-    thread
-        .join()
-        .unwrap_or_else(|payload| std::panic::resume_unwind(payload))
-}
-
 /// Drops `owned` on one thread while `use_handles` runs on another, both let go at once by a
 /// barrier; returns what `use_handles` returned.
 fn drop_while<D: Send, T: Send>(owned: D, use_handles: impl FnOnce() -> T + Send) -> T {
@@ -102,8 +88,8 @@ fn drop_while<D: Send, T: Send>(owned: D, use_handles: impl FnOnce() -> T + Send
             barrier.wait();
             use_handles()
         });
-        join_scoped(dropper);
-        join_scoped(user)
+        join_scoped_bounded(dropper);
+        join_scoped_bounded(user)
     })
 }
 
@@ -222,7 +208,7 @@ fn stale_handles_hammered_while_seats_are_reused_on_another_thread() {
             }
         }
         done.store(true, Ordering::SeqCst);
-        join_scoped(hammer);
+        join_scoped_bounded(hammer);
         fresh
     });
     for (group, h, dropped) in &fresh {
@@ -265,7 +251,7 @@ fn runtime_shut_down_while_handles_are_used_on_another_thread() {
             });
             barrier.wait();
             drop(rt);
-            join_scoped(user);
+            join_scoped_bounded(user);
         });
         for h in &handles {
             await_gone(h);

@@ -118,18 +118,32 @@ pub fn bounded<F: IntoFuture>(fut: F) -> impl Future<Output = F::Output> {
 /// this checks every 50 µs whether the thread has finished.)
 #[track_caller]
 pub fn join_bounded<T>(thread: std::thread::JoinHandle<T>) -> T {
-    let at = std::panic::Location::caller();
+    await_thread(std::panic::Location::caller(), || thread.is_finished());
+    thread
+        .join()
+        .unwrap_or_else(|payload| std::panic::resume_unwind(payload))
+}
+
+/// [`join_bounded`] for a thread of `std::thread::scope`.
+#[track_caller]
+pub fn join_scoped_bounded<T>(thread: std::thread::ScopedJoinHandle<'_, T>) -> T {
+    await_thread(std::panic::Location::caller(), || thread.is_finished());
+    thread
+        .join()
+        .unwrap_or_else(|payload| std::panic::resume_unwind(payload))
+}
+
+/// Checks every 50 µs whether a thread has `finished`, and panics, naming `at`, if it has not
+/// within [`REAL_BOUND`].
+fn await_thread(at: &std::panic::Location<'_>, finished: impl Fn() -> bool) {
     let start = std::time::Instant::now();
-    while !thread.is_finished() {
+    while !finished() {
         assert!(
             start.elapsed() < REAL_BOUND,
             "{at}: a thread did not finish within {REAL_BOUND:?}"
         );
         std::thread::sleep(Duration::from_micros(50));
     }
-    thread
-        .join()
-        .unwrap_or_else(|payload| std::panic::resume_unwind(payload))
 }
 
 /// Whether the current runtime's clock is paused: tokio's clock stands still while real time
